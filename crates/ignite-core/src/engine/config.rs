@@ -1,0 +1,148 @@
+//! Engine configuration.
+
+use crate::profile::CapConfig;
+use crate::recorder::RecorderConfig;
+use crate::wire::Limits;
+use serde::{Deserialize, Serialize};
+
+/// Invocation counts (fleet-wide, at lower tiers) at which a method becomes eligible for
+/// a tier. Defaults follow HotSpot's tiered policy in spirit: tier 1 at 200, tier 2 at 5,000.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Thresholds {
+    /// Invocations (at tier 0) before tier 1.
+    pub tier1: u64,
+    /// Invocations (at tiers 0 and 1) before tier 2.
+    pub tier2: u64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Thresholds {
+        Thresholds {
+            tier1: 200,
+            tier2: 5_000,
+        }
+    }
+}
+
+/// Configuration of an [`Engine`](super::Engine). Build with `Config::default()` and adjust
+/// fields; [`Engine::new`](super::Engine::new) validates it.
+///
+/// # Publication rule
+/// A node publishes its changed counters every `interval`, where
+/// `interval = max(publish_floor_ms, members * 1000 / max_deltas_per_s)` and `members` is the
+/// number of distinct nodes whose deltas this engine accepted within `member_window_ms`
+/// (itself included). With every member following the rule, a member receives at most about
+/// `max_deltas_per_s` delta messages per second on the tenant topic, whatever the fleet
+/// size: larger fleets publish less often, each delta carrying more change. Each node's
+/// first publication is offset by a hash of its key so that publications spread over the
+/// interval. Counters of a method at tier `t` stop being published once code of a tier
+/// above `t` is current for the method ([`Engine::set_code_current`](super::Engine::set_code_current));
+/// feedback counters (deopts) continue.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Seed for the engine's random choices (peer selection for anti-entropy).
+    pub seed: u64,
+    /// Size and count limits on messages.
+    pub limits: Limits,
+    /// Number of method groups per function (deltas are signed per group).
+    pub groups: u16,
+    /// Shortest publication interval.
+    pub publish_floor_ms: u64,
+    /// Target upper bound on delta messages a member receives per second per tenant topic.
+    pub max_deltas_per_s: u32,
+    /// Every `full_every`-th delta of a lane carries every counter of the lane, so that
+    /// receivers can drop older stored deltas.
+    pub full_every: u32,
+    /// Interval between anti-entropy rounds with one random peer.
+    pub sync_interval_ms: u64,
+    /// A function not seen for this long is dropped.
+    pub function_ttl_ms: u64,
+    /// Window over which members are counted for the publication rule.
+    pub member_window_ms: u64,
+    /// Deltas signed further than this in the future of `now` are rejected.
+    pub max_clock_skew_ms: u64,
+    /// Most functions tracked per tenant.
+    pub max_functions_per_tenant: usize,
+    /// Most incarnations of one node tracked per function.
+    pub max_incarnations_per_node: usize,
+    /// Increment caps per node and counter.
+    pub cap: CapConfig,
+    /// Tier thresholds.
+    pub thresholds: Thresholds,
+    /// Capacity of the caches of processed messages and verified signatures.
+    pub seen_cache: usize,
+    /// Configuration of the recorders handed to the host.
+    pub recorder: RecorderConfig,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            seed: 0,
+            limits: Limits::default(),
+            groups: 4,
+            publish_floor_ms: 1_000,
+            max_deltas_per_s: 100,
+            full_every: 16,
+            sync_interval_ms: 10_000,
+            function_ttl_ms: 3_600_000,
+            member_window_ms: 60_000,
+            max_clock_skew_ms: 60_000,
+            max_functions_per_tenant: 1_024,
+            max_incarnations_per_node: 8,
+            cap: CapConfig::default(),
+            thresholds: Thresholds::default(),
+            seen_cache: 1 << 16,
+            recorder: RecorderConfig::default(),
+        }
+    }
+}
+
+/// An invalid configuration value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A field is out of range.
+    #[error("config field `{field}` {problem}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        problem: &'static str,
+    },
+}
+
+impl Config {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, problem| Err(ConfigError::Invalid { field, problem });
+        if self.groups == 0 {
+            return bad("groups", "must be at least 1");
+        }
+        if self.publish_floor_ms == 0 {
+            return bad("publish_floor_ms", "must be positive");
+        }
+        if self.max_deltas_per_s == 0 {
+            return bad("max_deltas_per_s", "must be positive");
+        }
+        if self.full_every == 0 {
+            return bad("full_every", "must be at least 1");
+        }
+        if self.sync_interval_ms == 0 {
+            return bad("sync_interval_ms", "must be positive");
+        }
+        if self.limits.max_message_bytes < 1024 {
+            return bad("limits.max_message_bytes", "must be at least 1024");
+        }
+        if self.limits.max_entries_per_delta == 0 || self.limits.max_deltas_per_message == 0 {
+            return bad("limits", "entry and delta counts must be positive");
+        }
+        if self.thresholds.tier1 == 0 || self.thresholds.tier2 < self.thresholds.tier1 {
+            return bad("thresholds", "must satisfy 0 < tier1 <= tier2");
+        }
+        if self.max_functions_per_tenant == 0 || self.max_incarnations_per_node == 0 {
+            return bad("max_functions_per_tenant/max_incarnations_per_node", "must be positive");
+        }
+        Ok(())
+    }
+}

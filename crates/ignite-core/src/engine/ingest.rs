@@ -1,0 +1,257 @@
+//! Receiving signed deltas: certificate checks, batch verification, merge, thresholds.
+
+use super::{Accepted, Engine, Event, Output, Rejection, tier_threshold};
+use crate::crypto::{self, BatchItem};
+use crate::ids::{FunctionId, MethodId, MethodKey, TenantTag, Tier, Timestamp};
+use crate::profile::counter::{Counter, CounterKey};
+use crate::profile::{Evidence, LaneId, StoredDelta};
+use crate::tenancy::{CertError, Roles, SignedCert};
+use crate::wire::{self, DeltaBatch};
+use std::collections::BTreeSet;
+
+impl Engine {
+    /// Checks one certificate for use at `now`; signature checks are cached by hash.
+    fn check_cert(&mut self, tag: TenantTag, cert: &SignedCert, now: Timestamp) -> Result<(), Rejection> {
+        let t = &self.tenants[&tag];
+        if cert.cert.tenant != t.tenant {
+            return Err(CertError::WrongRoot.into());
+        }
+        if t.revocations.contains(&cert.cert.node) {
+            return Err(CertError::Revoked.into());
+        }
+        if t.banned.contains(&cert.cert.node) {
+            return Err(Rejection::Banned);
+        }
+        cert.check_time(now)?;
+        if !cert.cert.roles.contains(Roles::PROFILE) {
+            return Err(CertError::MissingRole.into());
+        }
+        let h = cert.hash();
+        if !self.verified_certs.contains(&h) {
+            cert.verify_signature(&t.tenant)?;
+            self.stats.signatures_verified += 1;
+            self.verified_certs.insert(h);
+        }
+        Ok(())
+    }
+
+    pub(super) fn ingest_batch(
+        &mut self,
+        now: Timestamp,
+        tag: TenantTag,
+        batch: DeltaBatch<'_>,
+    ) -> Result<Accepted, Rejection> {
+        let cert_ok: Vec<Result<(), Rejection>> = batch.certs.iter().map(|c| self.check_cert(tag, c, now)).collect();
+        let tenant = self.tenants[&tag].tenant;
+        let mut first_err: Option<Rejection> = None;
+        let mut accepted = Accepted::default();
+        // Signed bytes and hashes of every delta whose certificate is fine.
+        let mut pending: Vec<(usize, Vec<u8>, [u8; 32])> = Vec::new();
+        for (i, d) in batch.deltas.iter().enumerate() {
+            if let Err(e) = &cert_ok[d.signer as usize] {
+                first_err.get_or_insert(e.clone());
+                continue;
+            }
+            let cert = &batch.certs[d.signer as usize].cert;
+            let signed = wire::signed_delta_bytes(
+                &tenant.0,
+                &cert.node.0,
+                &batch.functions[d.function as usize],
+                d.incarnation,
+                d.group,
+                d.seq,
+                d.issued_at,
+                d.full,
+                d.entries,
+            );
+            let mut h = blake3::Hasher::new();
+            h.update(&signed);
+            h.update(&d.signature.to_bytes());
+            let hash = *h.finalize().as_bytes();
+            if self.seen_deltas.contains(&hash) {
+                accepted.deltas_duplicate += 1;
+                self.stats.deltas_duplicate += 1;
+                continue;
+            }
+            pending.push((i, signed, hash));
+        }
+        let items: Vec<BatchItem<'_>> = pending
+            .iter()
+            .map(|(i, signed, _)| {
+                let d = &batch.deltas[*i];
+                BatchItem {
+                    key: batch.certs[d.signer as usize].cert.node.0,
+                    signed,
+                    sig: d.signature,
+                }
+            })
+            .collect();
+        let results = crypto::verify_many(&items);
+        self.stats.signatures_verified += items.len() as u64;
+        drop(items);
+        let mut touched: BTreeSet<(FunctionId, MethodId)> = BTreeSet::new();
+        for ((i, _, hash), res) in pending.into_iter().zip(results) {
+            if let Err(e) = res {
+                first_err.get_or_insert(e.into());
+                continue;
+            }
+            let d = &batch.deltas[i];
+            let signer = batch.certs[d.signer as usize];
+            let function = batch.functions[d.function as usize];
+            let lane = LaneId {
+                function,
+                node: signer.cert.node,
+                incarnation: d.incarnation,
+                group: d.group,
+            };
+            let stored = StoredDelta {
+                seq: d.seq,
+                issued_at: d.issued_at,
+                full: d.full,
+                entries: d.entries.to_vec(),
+                signature: d.signature,
+            };
+            match self.apply_delta(now, tag, &signer, &lane, stored, &mut touched) {
+                Ok(dup) => {
+                    self.seen_deltas.insert(hash);
+                    if dup {
+                        accepted.deltas_duplicate += 1;
+                        self.stats.deltas_duplicate += 1;
+                    } else {
+                        accepted.deltas_applied += 1;
+                        self.stats.deltas_applied += 1;
+                    }
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        self.check_thresholds(tag, &touched);
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(accepted),
+        }
+    }
+
+    /// Applies one verified delta. Returns whether it was already held.
+    pub(super) fn apply_delta(
+        &mut self,
+        now: Timestamp,
+        tag: TenantTag,
+        signer: &SignedCert,
+        lane: &LaneId,
+        stored: StoredDelta,
+        touched: &mut BTreeSet<(FunctionId, MethodId)>,
+    ) -> Result<bool, Rejection> {
+        let limits = self.config.limits;
+        let cap_cfg = self.config.cap;
+        let max_skew = self.config.max_clock_skew_ms;
+        let max_functions = self.config.max_functions_per_tenant;
+        let max_lanes = self.config.max_incarnations_per_node * self.config.groups as usize;
+        let t = self.tenants.get_mut(&tag).expect("tenant present");
+        if stored.issued_at > now.as_millis().saturating_add(max_skew) {
+            return Err(Rejection::FromTheFuture);
+        }
+        if lane.group.0 >= self.config.groups {
+            return Err(Rejection::Limit("group out of range"));
+        }
+        if let Some(code) = t.deployments.get(&lane.function.name) {
+            if *code != lane.function.code {
+                return Err(Rejection::OtherDeployment);
+            }
+        }
+        let entries = wire::decode_entries(&stored.entries, &limits)?;
+        if !t.functions.contains_key(&lane.function) && t.functions.len() >= max_functions {
+            return Err(Rejection::Limit("functions per tenant"));
+        }
+        let state = t.functions.entry(lane.function).or_default();
+        if state.lane(lane.node, lane.incarnation, lane.group).is_none() && state.lanes_of_node(&lane.node) >= max_lanes
+        {
+            return Err(Rejection::Limit("incarnations per node"));
+        }
+        let lifetime_ms = stored.issued_at.saturating_sub(signer.cert.not_before.as_millis());
+        let out = state.apply(lane, &stored, &entries, &limits, |_, held, proposed, interval_ms| {
+            cap_cfg.allowed(held, proposed, interval_ms, lifetime_ms)
+        });
+        state.last_seen = state.last_seen.max(now);
+        if let Some(conflict) = out.conflict {
+            let evidence = Evidence {
+                tenant: t.tenant,
+                lane: *lane,
+                first: conflict,
+                second: stored,
+            };
+            t.banned.insert(lane.node);
+            if t.evidence.len() < super::tenant::MAX_EVIDENCE {
+                t.evidence.push(evidence.clone());
+            }
+            tracing::warn!(node = ?lane.node, "equivocation detected");
+            self.outputs
+                .push_back(Output::Event(Event::Equivocation(Box::new(evidence))));
+            return Err(Rejection::Equivocation);
+        }
+        if out.duplicate {
+            return Ok(true);
+        }
+        t.certs
+            .entry(lane.node)
+            .and_modify(|c| {
+                if c.cert.not_after < signer.cert.not_after {
+                    *c = *signer;
+                }
+            })
+            .or_insert(*signer);
+        t.activity.insert(lane.node, now);
+        for (k, _) in &out.increments {
+            if k.counter == Counter::Invocations {
+                touched.insert((lane.function, k.method));
+            }
+        }
+        if out.clamped > 0 {
+            self.stats.clamped_increments += out.clamped;
+            self.outputs.push_back(Output::Event(Event::IncrementCapped {
+                tenant: t.tenant,
+                node: lane.node,
+                function: lane.function,
+                excess: out.clamped,
+            }));
+        }
+        Ok(false)
+    }
+
+    /// Emits a threshold event for each touched method that crossed a tier threshold.
+    pub(super) fn check_thresholds(&mut self, tag: TenantTag, touched: &BTreeSet<(FunctionId, MethodId)>) {
+        let th = self.config.thresholds;
+        let t = self.tenants.get_mut(&tag).expect("tenant present");
+        for (f, m) in touched {
+            let Some(state) = t.functions.get(f) else { continue };
+            for tier in 1..=Tier::MAX.0 {
+                let tier = Tier(tier);
+                let Some(limit) = tier_threshold(&th, tier) else {
+                    continue;
+                };
+                if t.fired.contains(&(*f, *m, tier)) {
+                    continue;
+                }
+                let n = state.invocations_below(*m, tier);
+                if n >= limit {
+                    t.fired.insert((*f, *m, tier));
+                    self.outputs.push_back(Output::Event(Event::ThresholdReached {
+                        tenant: t.tenant,
+                        method: MethodKey {
+                            function: *f,
+                            method: *m,
+                        },
+                        tier,
+                        invocations: n,
+                        contributors: state.contributors(*m, tier),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+#[allow(dead_code)]
+fn _unused(_: CounterKey) {}

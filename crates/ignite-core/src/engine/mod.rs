@@ -1,0 +1,636 @@
+//! The sans-IO protocol engine.
+
+mod config;
+mod ingest;
+mod publish;
+mod snapshot;
+mod sync;
+mod tenant;
+
+pub use config::{Config, ConfigError, Thresholds};
+pub use snapshot::SnapshotError;
+
+use crate::crypto::{SeenCache, SigError};
+use crate::ids::{FunctionId, MethodId, MethodKey, NodeKey, Peer, TenantTag, Tier, Timestamp, TopicId};
+use crate::profile::{Evidence, ProfileView};
+use crate::recorder::Recorder;
+use crate::rng::SplitMix64;
+use crate::tenancy::{CertError, SignedRevocation, TenantCredentials, TenantId};
+use crate::wire::{Body, Envelope, WireError};
+use std::collections::{BTreeMap, VecDeque};
+use tenant::TenantState;
+
+/// Something the driver must do or the host should know.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Output {
+    /// Publish `bytes` on gossip topic `topic`.
+    Publish {
+        /// The tenant's topic.
+        topic: TopicId,
+        /// The message.
+        bytes: Vec<u8>,
+    },
+    /// Send `bytes` to one peer, point to point (anti-entropy).
+    Send {
+        /// The peer handle the driver gave the engine.
+        peer: Peer,
+        /// The message.
+        bytes: Vec<u8>,
+    },
+    /// An event for the host.
+    Event(Event),
+}
+
+/// Why a function's state was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// Not seen for `function_ttl_ms`.
+    Expired,
+    /// A newer deployment of the same function name was declared.
+    Superseded,
+}
+
+/// Events for the host.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A method's fleet-wide invocations below `tier` reached the tier's threshold.
+    ThresholdReached {
+        /// The tenant.
+        tenant: TenantId,
+        /// The method.
+        method: MethodKey,
+        /// The tier the method is now eligible for.
+        tier: Tier,
+        /// Fleet-wide invocations below `tier`.
+        invocations: u64,
+        /// Distinct nodes that contributed them.
+        contributors: usize,
+    },
+    /// A node signed two conflicting states; it is no longer accepted in the tenant.
+    Equivocation(Box<Evidence>),
+    /// A node's counters grew faster than the cap; the excess was not counted.
+    IncrementCapped {
+        /// The tenant.
+        tenant: TenantId,
+        /// The node.
+        node: NodeKey,
+        /// The function.
+        function: FunctionId,
+        /// Increments not counted.
+        excess: u64,
+    },
+    /// A function's state was dropped.
+    FunctionDropped {
+        /// The tenant.
+        tenant: TenantId,
+        /// The function.
+        function: FunctionId,
+        /// Why.
+        reason: DropReason,
+    },
+    /// A node was revoked; its counts were removed.
+    NodeRevoked {
+        /// The tenant.
+        tenant: TenantId,
+        /// The node.
+        node: NodeKey,
+    },
+}
+
+/// Why a message (or part of it) was not accepted. The engine's state is unchanged by the
+/// rejected part.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// Undecodable, oversize, not for a tenant here, wrong topic, unauthentic ciphertext...
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// Certificate problem (wrong root, expired, revoked, missing role).
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    /// Signature problem (forged, weak key, small-order R).
+    #[error(transparent)]
+    Signature(#[from] SigError),
+    /// The signer was caught equivocating and is no longer accepted.
+    #[error("signer is banned for equivocation")]
+    Banned,
+    /// The delta was signed too far in the future.
+    #[error("delta signed in the future")]
+    FromTheFuture,
+    /// The delta is about another deployment of a function whose current deployment is known.
+    #[error("delta for another deployment of the function")]
+    OtherDeployment,
+    /// A state bound would be exceeded (functions per tenant, incarnations per node).
+    #[error("state limit reached: {0}")]
+    Limit(&'static str),
+    /// The delta conflicts with one already held (the signer equivocated).
+    #[error("equivocation detected")]
+    Equivocation,
+}
+
+impl Rejection {
+    /// A short stable name for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Rejection::Wire(WireError::Oversize { .. }) => "oversize",
+            Rejection::Wire(WireError::UnknownVersion(_)) => "unknown_version",
+            Rejection::Wire(WireError::UnknownTenant) => "unknown_tenant",
+            Rejection::Wire(WireError::WrongTopic) => "wrong_topic",
+            Rejection::Wire(WireError::Unauthentic) => "unauthentic",
+            Rejection::Wire(WireError::UnknownEpoch(_)) => "unknown_epoch",
+            Rejection::Wire(_) => "malformed",
+            Rejection::Cert(CertError::WrongRoot) => "wrong_root",
+            Rejection::Cert(CertError::Expired) => "cert_expired",
+            Rejection::Cert(CertError::Revoked) => "revoked",
+            Rejection::Cert(CertError::MissingRole) => "missing_role",
+            Rejection::Cert(_) => "cert_signature",
+            Rejection::Signature(SigError::WeakKey) => "weak_key",
+            Rejection::Signature(SigError::SmallOrderR) => "small_order_r",
+            Rejection::Signature(_) => "bad_signature",
+            Rejection::Banned => "banned",
+            Rejection::FromTheFuture => "from_future",
+            Rejection::OtherDeployment => "other_deployment",
+            Rejection::Limit(_) => "limit",
+            Rejection::Equivocation => "equivocation",
+        }
+    }
+}
+
+/// What an accepted message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Accepted {
+    /// Signed deltas that were new and applied.
+    pub deltas_applied: usize,
+    /// Signed deltas already held (no effect).
+    pub deltas_duplicate: usize,
+    /// The whole message had been processed before (no effect, not even decrypted).
+    pub duplicate_message: bool,
+}
+
+/// Counters about the engine's work, for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages handed to `handle_message`.
+    pub messages_in: u64,
+    /// Messages skipped as exact duplicates.
+    pub duplicate_messages: u64,
+    /// Rejections by kind.
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// Deltas applied.
+    pub deltas_applied: u64,
+    /// Deltas already held.
+    pub deltas_duplicate: u64,
+    /// Signatures verified (certificates and deltas).
+    pub signatures_verified: u64,
+    /// Messages published on topics.
+    pub published_messages: u64,
+    /// Bytes published on topics.
+    pub published_bytes: u64,
+    /// Counter entries published.
+    pub published_entries: u64,
+    /// Messages sent point to point.
+    pub sent_messages: u64,
+    /// Bytes sent point to point.
+    pub sent_bytes: u64,
+    /// Increments removed by caps.
+    pub clamped_increments: u64,
+}
+
+/// The Ignite protocol engine of one node, sans-IO.
+///
+/// It holds the node's profile state for every tenant it serves, signs and seals its own
+/// counters, verifies and merges those of others, and runs anti-entropy. It never reads a
+/// clock, a socket or a global RNG: time is passed in, randomness comes from
+/// [`Config::seed`], and everything it wants done is returned by [`Engine::poll_output`].
+/// Same inputs in the same order give the same outputs.
+///
+/// # Calling order
+/// 1. [`Engine::new`], then [`Engine::join_tenant`] for each tenant; record through the
+///    returned [`Recorder`] from any thread.
+/// 2. Feed inputs as they happen: [`Engine::handle_message`] for every message received
+///    on a tenant topic or point to point, [`Engine::peer_joined`]/[`Engine::peer_left`]
+///    when a peer subscribes to or leaves a tenant topic.
+/// 3. After any input, drain [`Engine::poll_output`] until it returns `None`.
+/// 4. Arm a timer for [`Engine::poll_timeout`]; when it fires call
+///    [`Engine::handle_timeout`] with the current time and drain outputs again.
+#[derive(Debug)]
+pub struct Engine {
+    config: Config,
+    incarnation: crate::ids::Incarnation,
+    tenants: BTreeMap<TenantTag, TenantState>,
+    by_topic: BTreeMap<TopicId, TenantTag>,
+    outputs: VecDeque<Output>,
+    seen_messages: SeenCache,
+    seen_deltas: SeenCache,
+    verified_certs: SeenCache,
+    rng: SplitMix64,
+    stats: Stats,
+}
+
+/// Errors of the engine's host-facing API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The tenant is not served by this engine.
+    #[error("tenant not served by this engine")]
+    UnknownTenant,
+    /// The tenant is already served.
+    #[error("tenant already joined")]
+    AlreadyJoined,
+    /// The node's own certificate is not valid.
+    #[error("own certificate invalid: {0}")]
+    OwnCert(CertError),
+    /// The recorder could not be created.
+    #[error(transparent)]
+    Recorder(#[from] crate::recorder::RecorderError),
+}
+
+impl Engine {
+    /// A new engine for a node in `incarnation`. Use a new incarnation whenever the node
+    /// starts without its previous state (e.g. the current time in ms, or a random number).
+    pub fn new(config: Config, incarnation: crate::ids::Incarnation) -> Result<Engine, EngineError> {
+        config.validate()?;
+        Ok(Engine {
+            rng: SplitMix64::new(config.seed ^ incarnation.0.rotate_left(17)),
+            seen_messages: SeenCache::new(config.seen_cache),
+            seen_deltas: SeenCache::new(config.seen_cache),
+            verified_certs: SeenCache::new(config.seen_cache),
+            config,
+            incarnation,
+            tenants: BTreeMap::new(),
+            by_topic: BTreeMap::new(),
+            outputs: VecDeque::new(),
+            stats: Stats::default(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// This node's incarnation.
+    pub fn incarnation(&self) -> crate::ids::Incarnation {
+        self.incarnation
+    }
+
+    /// Starts serving a tenant. Returns the recorder the host records this tenant's
+    /// counters through, and the topic to subscribe to.
+    pub fn join_tenant(
+        &mut self,
+        now: Timestamp,
+        creds: TenantCredentials,
+    ) -> Result<(Recorder, TopicId), EngineError> {
+        creds
+            .cert()
+            .verify(&creds.tenant(), now)
+            .map_err(EngineError::OwnCert)?;
+        let state = TenantState::new(&self.config, creds, now)?;
+        let tag = state.sealer.tag();
+        if self.tenants.contains_key(&tag) {
+            return Err(EngineError::AlreadyJoined);
+        }
+        let topic = state.sealer.topic().clone();
+        let recorder = state.recorder.clone();
+        self.by_topic.insert(topic.clone(), tag);
+        self.tenants.insert(tag, state);
+        Ok((recorder, topic))
+    }
+
+    /// Stops serving a tenant and forgets its state.
+    pub fn leave_tenant(&mut self, tenant: &TenantId) -> Result<(), EngineError> {
+        let tag = self.tag_of(tenant).ok_or(EngineError::UnknownTenant)?;
+        if let Some(t) = self.tenants.remove(&tag) {
+            self.by_topic.remove(t.sealer.topic());
+        }
+        Ok(())
+    }
+
+    /// Tenants served, with their topics.
+    pub fn tenants(&self) -> impl Iterator<Item = (TenantId, &TopicId)> {
+        self.tenants.values().map(|t| (t.tenant, t.sealer.topic()))
+    }
+
+    fn tag_of(&self, tenant: &TenantId) -> Option<TenantTag> {
+        self.tenants
+            .iter()
+            .find(|(_, t)| t.tenant == *tenant)
+            .map(|(tag, _)| *tag)
+    }
+
+    fn tenant_mut(&mut self, tenant: &TenantId) -> Result<&mut TenantState, EngineError> {
+        let tag = self.tag_of(tenant).ok_or(EngineError::UnknownTenant)?;
+        Ok(self.tenants.get_mut(&tag).expect("tag present"))
+    }
+
+    fn tenant(&self, tenant: &TenantId) -> Option<&TenantState> {
+        self.tenants.values().find(|t| t.tenant == *tenant)
+    }
+
+    /// The recorder of a tenant.
+    pub fn recorder(&self, tenant: &TenantId) -> Option<Recorder> {
+        self.tenant(tenant).map(|t| t.recorder.clone())
+    }
+
+    /// The merged profile of a function, if any counts are known for it.
+    pub fn profile(&self, tenant: &TenantId, function: &FunctionId) -> Option<ProfileView<'_>> {
+        let t = self.tenant(tenant)?;
+        t.functions.get(function).map(|s| ProfileView::new(*function, s))
+    }
+
+    /// Functions with state in a tenant.
+    pub fn functions(&self, tenant: &TenantId) -> Vec<FunctionId> {
+        self.tenant(tenant)
+            .map(|t| t.functions.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Evidence of equivocation collected in a tenant.
+    pub fn evidence(&self, tenant: &TenantId) -> &[Evidence] {
+        self.tenant(tenant).map(|t| t.evidence.as_slice()).unwrap_or(&[])
+    }
+
+    /// Nodes no longer accepted in a tenant because they equivocated.
+    pub fn banned(&self, tenant: &TenantId) -> Vec<NodeKey> {
+        self.tenant(tenant)
+            .map(|t| t.banned.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Work counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Approximate heap bytes of the profile state of every tenant.
+    pub fn state_bytes(&self) -> usize {
+        self.tenants.values().map(|t| t.state_bytes()).sum()
+    }
+
+    /// Declares that code of `tier` is now current for a method: counters of lower tiers
+    /// of the method are no longer published (feedback counters continue).
+    pub fn set_code_current(&mut self, tenant: &TenantId, method: MethodKey, tier: Tier) -> Result<(), EngineError> {
+        let t = self.tenant_mut(tenant)?;
+        let e = t.compiled.entry((method.function, method.method)).or_insert(tier);
+        *e = (*e).max(tier);
+        Ok(())
+    }
+
+    /// Declares the current deployment of a function name: state of every other deployment
+    /// of that name is dropped, and deltas about them are refused from now on.
+    pub fn set_deployment(&mut self, tenant: &TenantId, function: FunctionId) -> Result<(), EngineError> {
+        let t = self.tenant_mut(tenant)?;
+        t.deployments.insert(function.name, function.code);
+        let stale: Vec<FunctionId> = t
+            .functions
+            .keys()
+            .filter(|f| f.name == function.name && f.code != function.code)
+            .copied()
+            .collect();
+        let tenant_id = t.tenant;
+        let mut events = Vec::new();
+        for f in stale {
+            t.drop_function(&f);
+            events.push(Event::FunctionDropped {
+                tenant: tenant_id,
+                function: f,
+                reason: DropReason::Superseded,
+            });
+        }
+        self.outputs.extend(events.into_iter().map(Output::Event));
+        Ok(())
+    }
+
+    /// Applies a root-signed revocation (from the tenant's administrator) and forwards it.
+    pub fn revoke(&mut self, now: Timestamp, rev: SignedRevocation) -> Result<(), Rejection> {
+        let tag = self
+            .tag_of(&rev.revocation.tenant)
+            .ok_or(Rejection::Wire(WireError::UnknownTenant))?;
+        self.apply_revocations(tag, &[rev])?;
+        let t = &self.tenants[&tag];
+        let body = Body::Revocations(vec![rev]);
+        let bytes = t.sealer.seal(&body.encode());
+        let topic = t.sealer.topic().clone();
+        let _ = now;
+        self.push_publish(topic, bytes, 0);
+        Ok(())
+    }
+
+    /// A peer subscribed to a tenant topic: it becomes a candidate for anti-entropy.
+    pub fn peer_joined(&mut self, peer: Peer, topic: &TopicId) {
+        if let Some(tag) = self.by_topic.get(topic) {
+            if let Some(t) = self.tenants.get_mut(tag) {
+                t.peers.insert(peer);
+            }
+        }
+    }
+
+    /// A peer left a tenant topic (or disconnected).
+    pub fn peer_left(&mut self, peer: Peer, topic: &TopicId) {
+        if let Some(tag) = self.by_topic.get(topic) {
+            if let Some(t) = self.tenants.get_mut(tag) {
+                t.peers.remove(&peer);
+            }
+        }
+    }
+
+    /// Handles bytes received from `from`, on gossip `topic` or point to point (`None`).
+    ///
+    /// Returns what was applied, or why (part of) the message was rejected. Valid signed
+    /// deltas inside a message that also holds invalid ones are applied: each is signed on
+    /// its own. Untrusted input never panics and never changes state unless valid.
+    pub fn handle_message(
+        &mut self,
+        now: Timestamp,
+        from: Peer,
+        topic: Option<&TopicId>,
+        bytes: &[u8],
+    ) -> Result<Accepted, Rejection> {
+        self.stats.messages_in += 1;
+        let r = self.handle_message_inner(now, from, topic, bytes);
+        if let Err(e) = &r {
+            *self.stats.rejected.entry(e.kind()).or_insert(0) += 1;
+            tracing::debug!(peer = from.0, reason = %e, "message rejected");
+        }
+        r
+    }
+
+    fn handle_message_inner(
+        &mut self,
+        now: Timestamp,
+        from: Peer,
+        topic: Option<&TopicId>,
+        bytes: &[u8],
+    ) -> Result<Accepted, Rejection> {
+        let env = Envelope::decode(bytes, &self.config.limits)?;
+        let tag = env.tenant;
+        let t = self.tenants.get(&tag).ok_or(WireError::UnknownTenant)?;
+        if let Some(topic) = topic {
+            if t.sealer.topic() != topic {
+                return Err(WireError::WrongTopic.into());
+            }
+        }
+        let msg_hash = *blake3::hash(bytes).as_bytes();
+        if self.seen_messages.contains(&msg_hash) {
+            self.stats.duplicate_messages += 1;
+            return Ok(Accepted {
+                duplicate_message: true,
+                ..Accepted::default()
+            });
+        }
+        let plain = t.sealer.open(&env)?;
+        let body = Body::decode(&plain, &self.config.limits)?;
+        self.seen_messages.insert(msg_hash);
+        if let Some(t) = self.tenants.get_mut(&tag) {
+            t.peers.insert(from);
+        }
+        match body {
+            Body::Deltas(batch) => self.ingest_batch(now, tag, batch),
+            Body::Revocations(revs) => {
+                self.apply_revocations(tag, &revs)?;
+                Ok(Accepted::default())
+            }
+            Body::SyncDigest {
+                lanes_root,
+                revocations,
+            } => {
+                self.on_sync_digest(tag, from, lanes_root, revocations);
+                Ok(Accepted::default())
+            }
+            Body::SyncPage { start, last, lanes } => {
+                self.on_sync_page(tag, from, start, last, &lanes);
+                Ok(Accepted::default())
+            }
+            Body::SyncWant { lanes } => {
+                self.on_sync_want(tag, from, &lanes);
+                Ok(Accepted::default())
+            }
+            Body::SyncMore { start } => {
+                self.send_page(tag, from, start);
+                Ok(Accepted::default())
+            }
+        }
+    }
+
+    fn apply_revocations(&mut self, tag: TenantTag, revs: &[SignedRevocation]) -> Result<(), Rejection> {
+        let t = self.tenants.get_mut(&tag).expect("tenant present");
+        let mut first_err = None;
+        for rev in revs {
+            if let Err(e) = rev.verify(&t.tenant) {
+                first_err.get_or_insert(Rejection::Cert(e));
+                continue;
+            }
+            self.stats.signatures_verified += 1;
+            if t.revocations.insert(*rev) {
+                let node = rev.revocation.node;
+                for f in t.functions.values_mut() {
+                    f.remove_node(&node);
+                }
+                t.certs.remove(&node);
+                self.outputs
+                    .push_back(Output::Event(Event::NodeRevoked { tenant: t.tenant, node }));
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Handles a timer expiry: publishes due deltas, runs anti-entropy, collects garbage.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        let tags: Vec<TenantTag> = self.tenants.keys().copied().collect();
+        for tag in tags {
+            self.gc(now, tag);
+            if self.tenants[&tag].next_publish <= now {
+                self.publish(now, tag);
+            }
+            if self.tenants[&tag].next_sync <= now {
+                self.start_sync(now, tag);
+            }
+        }
+    }
+
+    /// Publishes every tenant's changed counters now, whatever the schedule (e.g. before
+    /// a graceful shutdown).
+    pub fn flush(&mut self, now: Timestamp) {
+        let tags: Vec<TenantTag> = self.tenants.keys().copied().collect();
+        for tag in tags {
+            self.publish(now, tag);
+        }
+    }
+
+    /// The next time [`Engine::handle_timeout`] must be called.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.tenants
+            .values()
+            .map(|t| t.next_publish.min(t.next_sync).min(t.next_gc))
+            .min()
+    }
+
+    /// The next thing to do, if any.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    fn push_publish(&mut self, topic: TopicId, bytes: Vec<u8>, entries: usize) {
+        self.stats.published_messages += 1;
+        self.stats.published_bytes += bytes.len() as u64;
+        self.stats.published_entries += entries as u64;
+        self.outputs.push_back(Output::Publish { topic, bytes });
+    }
+
+    fn push_send(&mut self, peer: Peer, bytes: Vec<u8>) {
+        self.stats.sent_messages += 1;
+        self.stats.sent_bytes += bytes.len() as u64;
+        self.outputs.push_back(Output::Send { peer, bytes });
+    }
+
+    fn gc(&mut self, now: Timestamp, tag: TenantTag) {
+        let ttl = self.config.function_ttl_ms;
+        let t = self.tenants.get_mut(&tag).expect("tenant present");
+        if t.next_gc > now {
+            return;
+        }
+        t.next_gc = now.plus_ms((ttl / 4).max(1_000));
+        let expired: Vec<FunctionId> = t
+            .functions
+            .iter()
+            .filter(|(_, s)| now.millis_since(s.last_seen) > ttl)
+            .map(|(f, _)| *f)
+            .collect();
+        let tenant = t.tenant;
+        for f in expired {
+            t.drop_function(&f);
+            self.outputs.push_back(Output::Event(Event::FunctionDropped {
+                tenant,
+                function: f,
+                reason: DropReason::Expired,
+            }));
+        }
+        let window = self.config.member_window_ms;
+        t.activity.retain(|_, seen| now.millis_since(*seen) <= window);
+    }
+}
+
+/// Re-exported for the thresholds check.
+pub(crate) fn tier_threshold(th: &Thresholds, tier: Tier) -> Option<u64> {
+    match tier.0 {
+        1 => Some(th.tier1),
+        2 => Some(th.tier2),
+        _ => None,
+    }
+}
+
+pub(crate) use tenant::OwnLane;
+
+#[allow(dead_code)]
+fn _assert_send() {
+    fn is_send<T: Send>() {}
+    is_send::<Engine>();
+    let _ = MethodId(0);
+}

@@ -1,0 +1,223 @@
+//! Publishing this node's own counters as signed, sealed deltas.
+
+use super::{Engine, OwnLane};
+use crate::crypto::{self, domain};
+use crate::ids::{FunctionId, GroupId, MethodId, TenantTag, Timestamp};
+use crate::profile::counter::CounterKey;
+use crate::profile::{LaneId, StoredDelta};
+use crate::tenancy::SignedCert;
+use crate::wire::{self, Body, DeltaBatch, DeltaWire, Limits};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Bytes of envelope, batch framing and one certificate, reserved when packing batches.
+const BATCH_OVERHEAD: usize = 512;
+/// Upper bound of the encoded size of a delta besides its entries.
+const DELTA_OVERHEAD: usize = 112;
+/// Upper bound of the encoded size of one counter entry.
+const ENTRY_MAX: usize = 24;
+
+/// A signed delta ready to be packed into a message.
+pub(super) struct Outgoing {
+    pub(super) cert: SignedCert,
+    pub(super) lane: LaneId,
+    pub(super) delta: StoredDelta,
+}
+
+/// Packs signed deltas into encoded bodies that each fit in one message.
+pub(super) fn pack(items: &[Outgoing], limits: &Limits) -> Vec<Vec<u8>> {
+    let budget = limits.max_message_bytes.saturating_sub(BATCH_OVERHEAD);
+    let mut bodies = Vec::new();
+    let mut start = 0;
+    while start < items.len() {
+        let mut size = 0;
+        let mut end = start;
+        let mut certs: Vec<SignedCert> = Vec::new();
+        let mut functions: Vec<FunctionId> = Vec::new();
+        while end < items.len() && end - start < limits.max_deltas_per_message {
+            let it = &items[end];
+            let mut add = it.delta.entries.len() + DELTA_OVERHEAD;
+            if !certs.iter().any(|c| c.cert.node == it.cert.cert.node) {
+                add += 200;
+            }
+            if !functions.contains(&it.lane.function) {
+                add += 56;
+            }
+            if end > start
+                && (size + add > budget
+                    || certs.len() >= limits.max_refs_per_message
+                    || functions.len() >= limits.max_refs_per_message)
+            {
+                break;
+            }
+            if !certs.iter().any(|c| c.cert.node == it.cert.cert.node) {
+                certs.push(it.cert);
+            }
+            if !functions.contains(&it.lane.function) {
+                functions.push(it.lane.function);
+            }
+            size += add;
+            end += 1;
+        }
+        let deltas = items[start..end]
+            .iter()
+            .map(|it| DeltaWire {
+                signer: certs
+                    .iter()
+                    .position(|c| c.cert.node == it.cert.cert.node)
+                    .expect("cert listed") as u16,
+                function: functions
+                    .iter()
+                    .position(|f| *f == it.lane.function)
+                    .expect("function listed") as u16,
+                incarnation: it.lane.incarnation,
+                group: it.lane.group,
+                seq: it.delta.seq,
+                issued_at: it.delta.issued_at,
+                full: it.delta.full,
+                entries: &it.delta.entries,
+                signature: it.delta.signature,
+            })
+            .collect();
+        bodies.push(
+            Body::Deltas(DeltaBatch {
+                certs,
+                functions,
+                deltas,
+            })
+            .encode(),
+        );
+        start = end;
+    }
+    bodies
+}
+
+impl Engine {
+    /// Collects this node's current counts per own lane (restored base plus recorder).
+    fn current_counts(&self, tag: TenantTag) -> BTreeMap<(FunctionId, GroupId), BTreeMap<CounterKey, u64>> {
+        let t = &self.tenants[&tag];
+        let groups = self.config.groups;
+        let mut current: BTreeMap<(FunctionId, GroupId), BTreeMap<CounterKey, u64>> = BTreeMap::new();
+        let mut group_cache: BTreeMap<MethodId, GroupId> = BTreeMap::new();
+        let mut group_of = |m: MethodId| *group_cache.entry(m).or_insert_with(|| GroupId::of(m, groups));
+        for ((f, k), v) in &t.base {
+            current.entry((*f, group_of(k.method))).or_default().insert(*k, *v);
+        }
+        t.recorder.visit(|f, k, v| {
+            *current
+                .entry((f, group_of(k.method)))
+                .or_default()
+                .entry(k)
+                .or_insert(0) += v;
+        });
+        current
+    }
+
+    /// Signs and publishes this node's changed counters in one tenant.
+    pub(super) fn publish(&mut self, now: Timestamp, tag: TenantTag) {
+        let current = self.current_counts(tag);
+        let limits = self.config.limits;
+        let full_every = self.config.full_every;
+        let incarnation = self.incarnation;
+        let per_chunk = limits
+            .max_entries_per_delta
+            .min(limits.max_message_bytes.saturating_sub(BATCH_OVERHEAD + DELTA_OVERHEAD) / ENTRY_MAX)
+            .max(1);
+        let t = self.tenants.get_mut(&tag).expect("tenant present");
+        let key = t.creds.signing_key();
+        let cert = *t.creds.cert();
+        let tenant = t.tenant;
+        let mut out: Vec<Outgoing> = Vec::new();
+        for ((f, g), counts) in current {
+            let own = t.own.entry((f, g)).or_insert_with(OwnLane::default);
+            let compiled = &t.compiled;
+            let publishable =
+                |k: &CounterKey| k.counter.is_feedback() || compiled.get(&(f, k.method)).is_none_or(|ct| k.tier >= *ct);
+            let held = |k: &CounterKey| {
+                own.published
+                    .binary_search_by(|(pk, _)| pk.cmp(k))
+                    .map(|i| own.published[i].1)
+                    .unwrap_or(0)
+            };
+            let changed: Vec<(CounterKey, u64)> = counts
+                .iter()
+                .filter(|(k, v)| **v > held(k) && publishable(k))
+                .map(|(k, v)| (*k, *v))
+                .collect();
+            if changed.is_empty() {
+                continue;
+            }
+            // The union of what was published and what changed: the lane's full state.
+            let mut all: BTreeMap<CounterKey, u64> = own.published.iter().copied().collect();
+            all.extend(changed.iter().copied());
+            let all: Vec<(CounterKey, u64)> = all.into_iter().collect();
+            let want_full = own.seq == 0 || own.since_full + 1 >= full_every;
+            let (entries, full) = if want_full && all.len() <= per_chunk {
+                (all.clone(), true)
+            } else {
+                (changed, false)
+            };
+            for chunk in entries.chunks(per_chunk) {
+                own.seq += 1;
+                let lane = LaneId {
+                    function: f,
+                    node: t.node,
+                    incarnation,
+                    group: g,
+                };
+                let enc = wire::encode_entries(chunk);
+                let signed = wire::signed_delta_bytes(
+                    &tenant.0,
+                    &t.node.0,
+                    &f,
+                    incarnation,
+                    g,
+                    own.seq,
+                    now.as_millis(),
+                    full,
+                    &enc,
+                );
+                let signature = crypto::sign(&key, &[], &signed);
+                debug_assert!(signed.starts_with(domain::DELTA));
+                out.push(Outgoing {
+                    cert,
+                    lane,
+                    delta: StoredDelta {
+                        seq: own.seq,
+                        issued_at: now.as_millis(),
+                        full,
+                        entries: enc,
+                        signature,
+                    },
+                });
+            }
+            own.since_full = if full { 0 } else { own.since_full + 1 };
+            own.published = all;
+        }
+        // Apply our own deltas locally through the same path as everyone else's.
+        let mut touched = BTreeSet::new();
+        let mut entries_total = 0;
+        for o in &out {
+            entries_total += wire::decode_entries(&o.delta.entries, &limits)
+                .map(|e| e.len())
+                .unwrap_or(0);
+            if let Err(e) = self.apply_delta(now, tag, &o.cert, &o.lane, o.delta.clone(), &mut touched) {
+                tracing::error!(reason = %e, "own delta not applied");
+            }
+        }
+        self.check_thresholds(tag, &touched);
+        let t = self.tenants.get_mut(&tag).expect("tenant present");
+        let members = t.members();
+        let interval = self
+            .config
+            .publish_floor_ms
+            .max(members * 1000 / u64::from(self.config.max_deltas_per_s));
+        t.next_publish = now.plus_ms(interval);
+        let bodies = pack(&out, &limits);
+        let topic = t.sealer.topic().clone();
+        let sealed: Vec<Vec<u8>> = bodies.iter().map(|b| t.sealer.seal(b)).collect();
+        let n = sealed.len().max(1);
+        for bytes in sealed {
+            self.push_publish(topic.clone(), bytes, entries_total / n);
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Anti-entropy: catching up with one peer using only signed data.
+//!
+//! 1. A → B `SyncDigest`: a hash over every (lane, have, max) A holds, and a digest of A's
+//!    revocations.
+//! 2. B, if its revocations differ, sends all of them (root-signed); if the lane hash
+//!    differs, sends the first page of its lanes ordered by lane hash.
+//! 3. A compares the page with its lanes in the same hash range: it sends B the stored
+//!    signed deltas B lacks, asks B (`SyncWant`) for the lanes where B holds more, and asks
+//!    for the next page (`SyncMore`) until the last.
+//!
+//! Only signed deltas change state; digests and pages are hints, so a lying peer can at
+//! worst make us send or ask for data in vain.
+
+use super::Engine;
+use super::publish::{Outgoing, pack};
+use crate::ids::{Peer, TenantTag, Timestamp};
+use crate::profile::LaneId;
+use crate::wire::Body;
+use std::collections::BTreeMap;
+
+/// (lane, have, max) by lane hash.
+type LaneIndex = BTreeMap<u64, (LaneId, u32, u32)>;
+
+/// Encoded size bound of one page entry.
+const PAGE_ENTRY_MAX: usize = 20;
+
+impl Engine {
+    fn lane_index(&self, tag: TenantTag) -> LaneIndex {
+        let t = &self.tenants[&tag];
+        let mut idx = BTreeMap::new();
+        for (f, state) in &t.functions {
+            for (lane, have, max) in state.lane_seqs(*f) {
+                idx.insert(lane.hash64(), (lane, have, max));
+            }
+        }
+        idx
+    }
+
+    fn lanes_root(idx: &LaneIndex) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_derive_key("ignite v1 lanes root");
+        for (hash, (_, have, max)) in idx {
+            h.update(&hash.to_le_bytes());
+            h.update(&have.to_le_bytes());
+            h.update(&max.to_le_bytes());
+        }
+        *h.finalize().as_bytes()
+    }
+
+    fn seal_to(&mut self, tag: TenantTag, peer: Peer, body: &Body<'_>) {
+        let bytes = self.tenants[&tag].sealer.seal(&body.encode());
+        self.push_send(peer, bytes);
+    }
+
+    /// Opens an anti-entropy round with one random peer of the tenant.
+    pub(super) fn start_sync(&mut self, now: Timestamp, tag: TenantTag) {
+        let interval = self.config.sync_interval_ms;
+        let peers: Vec<Peer> = self.tenants[&tag].peers.iter().copied().collect();
+        self.tenants.get_mut(&tag).expect("tenant present").next_sync = now.plus_ms(interval);
+        if peers.is_empty() {
+            return;
+        }
+        let peer = peers[self.rng.below(peers.len() as u64) as usize];
+        let idx = self.lane_index(tag);
+        let body = Body::SyncDigest {
+            lanes_root: Self::lanes_root(&idx),
+            revocations: self.tenants[&tag].revocations.digest(),
+        };
+        self.seal_to(tag, peer, &body);
+    }
+
+    pub(super) fn on_sync_digest(&mut self, tag: TenantTag, from: Peer, root: [u8; 32], revocations: [u8; 32]) {
+        if revocations != self.tenants[&tag].revocations.digest() {
+            let revs: Vec<_> = self.tenants[&tag].revocations.iter().copied().collect();
+            for chunk in revs.chunks(self.config.limits.max_refs_per_message.clamp(1, 256)) {
+                self.seal_to(tag, from, &Body::Revocations(chunk.to_vec()));
+            }
+        }
+        if root != Self::lanes_root(&self.lane_index(tag)) {
+            self.send_page(tag, from, 0);
+        }
+    }
+
+    fn page_size(&self) -> usize {
+        let l = &self.config.limits;
+        l.max_sync_entries
+            .min(l.max_message_bytes.saturating_sub(512) / PAGE_ENTRY_MAX)
+            .max(1)
+    }
+
+    pub(super) fn send_page(&mut self, tag: TenantTag, to: Peer, start: u64) {
+        let idx = self.lane_index(tag);
+        let size = self.page_size();
+        let lanes: Vec<(u64, u32, u32)> = idx
+            .range(start..)
+            .take(size + 1)
+            .map(|(h, (_, have, max))| (*h, *have, *max))
+            .collect();
+        let last = lanes.len() <= size;
+        let lanes = lanes.into_iter().take(size).collect();
+        self.seal_to(tag, to, &Body::SyncPage { start, last, lanes });
+    }
+
+    pub(super) fn on_sync_page(
+        &mut self,
+        tag: TenantTag,
+        from: Peer,
+        start: u64,
+        last: bool,
+        lanes: &[(u64, u32, u32)],
+    ) {
+        let end = if last {
+            u64::MAX
+        } else {
+            lanes.last().map_or(u64::MAX, |l| l.0)
+        };
+        let idx = self.lane_index(tag);
+        let theirs: BTreeMap<u64, (u32, u32)> = lanes.iter().map(|(h, have, max)| (*h, (*have, *max))).collect();
+        let mut send: Vec<(LaneId, u32)> = Vec::new();
+        for (h, (lane, _, my_max)) in idx.range(start..=end) {
+            match theirs.get(h) {
+                None => send.push((*lane, 0)),
+                Some((their_have, _)) if my_max > their_have => send.push((*lane, *their_have)),
+                _ => {}
+            }
+        }
+        let mut want: Vec<(u64, u32)> = Vec::new();
+        for (h, (_, their_max)) in &theirs {
+            if *h < start || *h > end {
+                continue;
+            }
+            match idx.get(h) {
+                None => want.push((*h, 0)),
+                Some((_, my_have, _)) if their_max > my_have => want.push((*h, *my_have)),
+                _ => {}
+            }
+        }
+        self.send_stored(tag, from, &send);
+        for chunk in want.chunks(self.page_size()) {
+            self.seal_to(tag, from, &Body::SyncWant { lanes: chunk.to_vec() });
+        }
+        if !last && end < u64::MAX {
+            self.seal_to(tag, from, &Body::SyncMore { start: end + 1 });
+        }
+    }
+
+    pub(super) fn on_sync_want(&mut self, tag: TenantTag, from: Peer, lanes: &[(u64, u32)]) {
+        let idx = self.lane_index(tag);
+        let send: Vec<(LaneId, u32)> = lanes
+            .iter()
+            .filter_map(|(h, have)| idx.get(h).map(|(l, _, _)| (*l, *have)))
+            .collect();
+        self.send_stored(tag, from, &send);
+    }
+
+    /// Sends the stored signed deltas of each lane with seq above the given one.
+    fn send_stored(&mut self, tag: TenantTag, to: Peer, lanes: &[(LaneId, u32)]) {
+        let t = &self.tenants[&tag];
+        let mut items = Vec::new();
+        for (lane, after) in lanes {
+            let Some(cert) = t.certs.get(&lane.node) else { continue };
+            let Some(l) = t
+                .functions
+                .get(&lane.function)
+                .and_then(|f| f.lane(lane.node, lane.incarnation, lane.group))
+            else {
+                continue;
+            };
+            for d in l.stored.iter().filter(|d| d.seq > *after) {
+                items.push(Outgoing {
+                    cert: *cert,
+                    lane: *lane,
+                    delta: d.clone(),
+                });
+            }
+        }
+        if items.is_empty() {
+            return;
+        }
+        for body in pack(&items, &self.config.limits) {
+            let bytes = self.tenants[&tag].sealer.seal(&body);
+            self.push_send(to, bytes);
+        }
+    }
+}

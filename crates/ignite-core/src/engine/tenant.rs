@@ -1,0 +1,107 @@
+//! Per-tenant state held by an engine.
+
+use super::{Config, EngineError};
+use crate::ids::{FunctionId, GroupId, MethodId, NodeKey, Peer, Tier, Timestamp};
+use crate::profile::counter::CounterKey;
+use crate::profile::{Evidence, FunctionState};
+use crate::recorder::Recorder;
+use crate::tenancy::{Revocations, SignedCert, TenantCredentials, TenantId};
+use crate::wire::Sealer;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What this node last published in one of its own lanes.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct OwnLane {
+    pub(crate) seq: u32,
+    /// Values last published, sorted by key.
+    pub(crate) published: Vec<(CounterKey, u64)>,
+    /// Deltas since the last full one.
+    pub(crate) since_full: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct TenantState {
+    pub(crate) tenant: TenantId,
+    pub(crate) node: NodeKey,
+    pub(crate) creds: TenantCredentials,
+    pub(crate) sealer: Sealer,
+    pub(crate) recorder: Recorder,
+    pub(crate) functions: BTreeMap<FunctionId, FunctionState>,
+    /// Latest valid certificate seen per node (forwarded with its deltas).
+    pub(crate) certs: BTreeMap<NodeKey, SignedCert>,
+    pub(crate) revocations: Revocations,
+    pub(crate) banned: BTreeSet<NodeKey>,
+    pub(crate) evidence: Vec<Evidence>,
+    pub(crate) own: BTreeMap<(FunctionId, GroupId), OwnLane>,
+    /// Own counts restored from a snapshot, added to the recorder's.
+    pub(crate) base: BTreeMap<(FunctionId, CounterKey), u64>,
+    pub(crate) compiled: BTreeMap<(FunctionId, MethodId), Tier>,
+    pub(crate) fired: BTreeSet<(FunctionId, MethodId, Tier)>,
+    pub(crate) deployments: BTreeMap<[u8; 16], [u8; 32]>,
+    pub(crate) peers: BTreeSet<Peer>,
+    pub(crate) activity: BTreeMap<NodeKey, Timestamp>,
+    pub(crate) next_publish: Timestamp,
+    pub(crate) next_sync: Timestamp,
+    pub(crate) next_gc: Timestamp,
+}
+
+/// Most evidence records kept per tenant.
+pub(crate) const MAX_EVIDENCE: usize = 64;
+
+impl TenantState {
+    pub(crate) fn new(config: &Config, creds: TenantCredentials, now: Timestamp) -> Result<TenantState, EngineError> {
+        let sealer = Sealer::new(creds.secrets());
+        let node = creds.node();
+        let phase = u64::from_le_bytes(node.0[..8].try_into().expect("8 bytes")) % config.publish_floor_ms;
+        let mut certs = BTreeMap::new();
+        certs.insert(node, *creds.cert());
+        Ok(TenantState {
+            tenant: creds.tenant(),
+            node,
+            recorder: Recorder::new(config.recorder.clone())?,
+            sealer,
+            creds,
+            functions: BTreeMap::new(),
+            certs,
+            revocations: Revocations::default(),
+            banned: BTreeSet::new(),
+            evidence: Vec::new(),
+            own: BTreeMap::new(),
+            base: BTreeMap::new(),
+            compiled: BTreeMap::new(),
+            fired: BTreeSet::new(),
+            deployments: BTreeMap::new(),
+            peers: BTreeSet::new(),
+            activity: BTreeMap::new(),
+            next_publish: now.plus_ms(phase),
+            next_sync: now,
+            next_gc: now.plus_ms(config.function_ttl_ms / 4),
+        })
+    }
+
+    pub(crate) fn drop_function(&mut self, f: &FunctionId) {
+        self.functions.remove(f);
+        self.recorder.forget_function(*f);
+        self.own.retain(|(g, _), _| g != f);
+        self.base.retain(|(g, _), _| g != f);
+        self.compiled.retain(|(g, _), _| g != f);
+        self.fired.retain(|(g, _, _)| g != f);
+    }
+
+    pub(crate) fn state_bytes(&self) -> usize {
+        self.functions.values().map(|f| f.heap_bytes()).sum::<usize>()
+            + self
+                .own
+                .values()
+                .map(|o| o.published.capacity() * 24 + 64)
+                .sum::<usize>()
+            + self.certs.len() * (std::mem::size_of::<SignedCert>() + 48)
+    }
+
+    /// Distinct members active within the window, this node included.
+    pub(crate) fn members(&self) -> u64 {
+        let others = self.activity.keys().filter(|n| **n != self.node).count() as u64;
+        others + 1
+    }
+}

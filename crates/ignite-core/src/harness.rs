@@ -1,0 +1,205 @@
+//! A deterministic in-memory network for running several real engines in one process:
+//! tests, examples and small experiments. Every message is the real sealed, signed bytes;
+//! delivery delay, loss, duplication and partitions are drawn from one seeded generator.
+//!
+//! Topology: every engine that joined a tenant receives every message published on that
+//! tenant's topic (a full mesh) after a random delay, unless lost or partitioned away.
+
+use crate::engine::{Engine, Event, Output};
+use crate::ids::{Peer, Timestamp, TopicId};
+use crate::rng::SplitMix64;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// Network behaviour of a [`Cluster`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetConfig {
+    /// Smallest delivery delay.
+    pub delay_ms_min: u64,
+    /// Largest delivery delay (delays are uniform in between, so messages reorder).
+    pub delay_ms_max: u64,
+    /// Probability that a delivery is lost.
+    pub loss: f64,
+    /// Probability that a delivery is duplicated.
+    pub duplicate: f64,
+}
+
+impl Default for NetConfig {
+    fn default() -> NetConfig {
+        NetConfig {
+            delay_ms_min: 1,
+            delay_ms_max: 20,
+            loss: 0.0,
+            duplicate: 0.0,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Delivery {
+    to: usize,
+    from: usize,
+    topic: Option<TopicId>,
+    bytes: Arc<[u8]>,
+}
+
+/// Several engines on a simulated network, driven in virtual time.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The engines; engine `i` is `Peer(i)` to the others.
+    pub engines: Vec<Engine>,
+    /// Network behaviour; may be changed between steps.
+    pub net: NetConfig,
+    /// Events emitted by engines, with the engine's index, in order.
+    pub events: Vec<(usize, Event)>,
+    /// Engines that are down: they neither send nor receive, nor see timers.
+    pub down: BTreeSet<usize>,
+    /// Ordered pairs (from, to) whose messages are dropped.
+    pub blocked: BTreeSet<(usize, usize)>,
+    /// Messages delivered so far (after loss).
+    pub delivered: u64,
+    /// Bytes delivered so far.
+    pub delivered_bytes: u64,
+    now: Timestamp,
+    queue: BTreeMap<(Timestamp, u64), Delivery>,
+    next_id: u64,
+    rng: SplitMix64,
+    subs: BTreeMap<TopicId, BTreeSet<usize>>,
+}
+
+impl Cluster {
+    /// A cluster of `engines` starting at `now`.
+    pub fn new(seed: u64, now: Timestamp, engines: Vec<Engine>) -> Cluster {
+        let mut c = Cluster {
+            engines,
+            net: NetConfig::default(),
+            events: Vec::new(),
+            down: BTreeSet::new(),
+            blocked: BTreeSet::new(),
+            delivered: 0,
+            delivered_bytes: 0,
+            now,
+            queue: BTreeMap::new(),
+            next_id: 0,
+            rng: SplitMix64::new(seed),
+            subs: BTreeMap::new(),
+        };
+        c.resubscribe();
+        c
+    }
+
+    /// Current virtual time.
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    /// Recomputes topic subscriptions from the engines' tenants and tells every engine about
+    /// every other subscriber (call after an engine joins a tenant or is replaced).
+    pub fn resubscribe(&mut self) {
+        self.subs.clear();
+        for (i, e) in self.engines.iter().enumerate() {
+            for (_, topic) in e.tenants() {
+                self.subs.entry(topic.clone()).or_default().insert(i);
+            }
+        }
+        for (topic, members) in &self.subs {
+            for &i in members {
+                for &j in members {
+                    if i != j {
+                        self.engines[i].peer_joined(Peer(j as u64), topic);
+                    }
+                }
+            }
+        }
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && (self.rng.next_u64() as f64 / u64::MAX as f64) < p
+    }
+
+    fn enqueue(&mut self, from: usize, to: usize, topic: Option<TopicId>, bytes: Arc<[u8]>) {
+        if self.blocked.contains(&(from, to)) || self.down.contains(&to) || self.chance(self.net.loss) {
+            return;
+        }
+        let copies = if self.chance(self.net.duplicate) { 2 } else { 1 };
+        for _ in 0..copies {
+            let span = self.net.delay_ms_max.saturating_sub(self.net.delay_ms_min) + 1;
+            let at = self.now.plus_ms(self.net.delay_ms_min + self.rng.below(span));
+            self.next_id += 1;
+            self.queue.insert(
+                (at, self.next_id),
+                Delivery {
+                    to,
+                    from,
+                    topic: topic.clone(),
+                    bytes: bytes.clone(),
+                },
+            );
+        }
+    }
+
+    fn drain(&mut self, i: usize) {
+        while let Some(out) = self.engines[i].poll_output() {
+            match out {
+                Output::Publish { topic, bytes } => {
+                    let bytes: Arc<[u8]> = bytes.into();
+                    let members: Vec<usize> = self
+                        .subs
+                        .get(&topic)
+                        .map(|s| s.iter().copied().collect())
+                        .unwrap_or_default();
+                    for j in members {
+                        if j != i {
+                            self.enqueue(i, j, Some(topic.clone()), bytes.clone());
+                        }
+                    }
+                }
+                Output::Send { peer, bytes } => {
+                    let to = peer.0 as usize;
+                    if to < self.engines.len() {
+                        self.enqueue(i, to, None, bytes.into());
+                    }
+                }
+                Output::Event(e) => self.events.push((i, e)),
+            }
+        }
+    }
+
+    /// Runs until virtual time `until`: delivers messages and fires timers in time order.
+    pub fn run_until(&mut self, until: Timestamp) {
+        loop {
+            for i in 0..self.engines.len() {
+                if !self.down.contains(&i) {
+                    self.drain(i);
+                }
+            }
+            let next_msg = self.queue.keys().next().map(|(t, _)| *t);
+            let next_timer = (0..self.engines.len())
+                .filter(|i| !self.down.contains(i))
+                .filter_map(|i| self.engines[i].poll_timeout().map(|t| (t.max(self.now), i)))
+                .min();
+            let next = match (next_msg, next_timer) {
+                (Some(m), Some((t, _))) => m.min(t),
+                (Some(m), None) => m,
+                (None, Some((t, _))) => t,
+                (None, None) => break,
+            };
+            if next > until {
+                break;
+            }
+            self.now = next;
+            if next_msg == Some(next) {
+                let (_, d) = self.queue.pop_first().expect("queue not empty");
+                if !self.down.contains(&d.to) {
+                    self.delivered += 1;
+                    self.delivered_bytes += d.bytes.len() as u64;
+                    let _ =
+                        self.engines[d.to].handle_message(self.now, Peer(d.from as u64), d.topic.as_ref(), &d.bytes);
+                }
+            } else if let Some((_, i)) = next_timer {
+                self.engines[i].handle_timeout(self.now);
+            }
+        }
+        self.now = self.now.max(until);
+    }
+}

@@ -1,0 +1,288 @@
+//! One lane: the signed counters of one (node, incarnation, function, group).
+
+use crate::crypto::SigBytes;
+use crate::ids::{FunctionId, GroupId, Incarnation, NodeKey};
+use crate::profile::counter::CounterKey;
+use crate::tenancy::TenantId;
+use crate::wire::{self, Limits};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// Identifies a lane inside a tenant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LaneId {
+    /// The function.
+    pub function: FunctionId,
+    /// The signing node.
+    pub node: NodeKey,
+    /// The node's incarnation.
+    pub incarnation: Incarnation,
+    /// The method group.
+    pub group: GroupId,
+}
+
+impl LaneId {
+    /// A 64-bit hash of the lane id, used to page anti-entropy digests.
+    pub fn hash64(&self) -> u64 {
+        let mut h = blake3::Hasher::new_derive_key("ignite v1 lane hash");
+        h.update(&postcard::to_allocvec(self).expect("lane id encodes"));
+        let b = h.finalize();
+        u64::from_le_bytes(b.as_bytes()[..8].try_into().expect("8 bytes"))
+    }
+}
+
+/// A signed delta as stored for forwarding and as evidence: enough to re-verify it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredDelta {
+    /// Sequence number in the lane.
+    pub seq: u32,
+    /// Signer's time at signing.
+    pub issued_at: u64,
+    /// Whether it holds every counter of the lane.
+    pub full: bool,
+    /// Encoded entries, exactly as signed.
+    pub entries: Vec<u8>,
+    /// The node's signature.
+    pub signature: SigBytes,
+}
+
+impl StoredDelta {
+    /// The bytes the signature covers.
+    pub fn signed_bytes(&self, tenant: &TenantId, lane: &LaneId) -> Vec<u8> {
+        wire::signed_delta_bytes(
+            &tenant.0,
+            &lane.node.0,
+            &lane.function,
+            lane.incarnation,
+            lane.group,
+            self.seq,
+            self.issued_at,
+            self.full,
+            &self.entries,
+        )
+    }
+
+    /// Hash identifying this exact signed delta.
+    pub fn hash(&self, tenant: &TenantId, lane: &LaneId) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(&self.signed_bytes(tenant, lane));
+        h.update(&self.signature.to_bytes());
+        *h.finalize().as_bytes()
+    }
+}
+
+/// Proof that a node signed two conflicting states of one lane: both signed messages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The lane (names the node).
+    pub lane: LaneId,
+    /// One signed delta.
+    pub first: StoredDelta,
+    /// A conflicting signed delta.
+    pub second: StoredDelta,
+}
+
+impl Evidence {
+    /// Checks that both messages are validly signed by the lane's node and really conflict
+    /// (same seq with different bodies, or a lower value at a higher seq).
+    pub fn verify(&self, limits: &Limits) -> bool {
+        let sig_ok = |d: &StoredDelta| {
+            crate::crypto::verify(
+                &self.lane.node.0,
+                &[],
+                &d.signed_bytes(&self.tenant, &self.lane),
+                &d.signature,
+            )
+            .is_ok()
+        };
+        if !sig_ok(&self.first) || !sig_ok(&self.second) {
+            return false;
+        }
+        if self.first.seq == self.second.seq {
+            return self.first != self.second;
+        }
+        let (lo, hi) = if self.first.seq < self.second.seq {
+            (&self.first, &self.second)
+        } else {
+            (&self.second, &self.first)
+        };
+        let (Ok(a), Ok(b)) = (
+            wire::decode_entries(&lo.entries, limits),
+            wire::decode_entries(&hi.entries, limits),
+        ) else {
+            return false;
+        };
+        a.iter()
+            .any(|(k, v)| b.binary_search_by(|(bk, _)| bk.cmp(k)).is_ok_and(|i| b[i].1 < *v))
+    }
+}
+
+/// What applying a delta to a lane did.
+#[derive(Debug, Default)]
+pub(crate) struct ApplyOutcome {
+    /// Counters that rose, with the increase.
+    pub(crate) increments: Vec<(CounterKey, u64)>,
+    /// Sum of increases removed by the increment cap.
+    pub(crate) clamped: u64,
+    /// A stored delta that conflicts with the one applied (equivocation).
+    pub(crate) conflict: Option<StoredDelta>,
+    /// The exact same delta was already held.
+    pub(crate) duplicate: bool,
+}
+
+/// Most stored deltas kept per lane; honest nodes send a full delta well before this.
+pub(crate) const MAX_STORED_PER_LANE: usize = 64;
+
+/// State of one lane.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Lane {
+    /// Current values, sorted by key.
+    pub(crate) values: Vec<(CounterKey, u64)>,
+    /// Highest seq applied.
+    pub(crate) max_seq: u32,
+    /// Every seq up to this one is held or superseded by a full delta.
+    pub(crate) have: u32,
+    /// Seqs above `have` that are held.
+    pub(crate) above: BTreeSet<u32>,
+    /// `issued_at` of the highest seq applied.
+    pub(crate) last_issued: u64,
+    /// Stored signed deltas since (and including) the latest full one, by seq.
+    pub(crate) stored: Vec<StoredDelta>,
+}
+
+impl Lane {
+    /// Value of one counter.
+    pub(crate) fn value(&self, key: &CounterKey) -> u64 {
+        self.values
+            .binary_search_by(|(k, _)| k.cmp(key))
+            .map(|i| self.values[i].1)
+            .unwrap_or(0)
+    }
+
+    /// Finds a stored delta that conflicts with `(seq, key, value)`.
+    fn find_conflict(&self, seq: u32, entries: &[(CounterKey, u64)], limits: &Limits) -> Option<StoredDelta> {
+        for d in &self.stored {
+            if d.seq == seq {
+                continue;
+            }
+            let Ok(de) = wire::decode_entries(&d.entries, limits) else {
+                continue;
+            };
+            for (k, v) in entries {
+                if let Ok(i) = de.binary_search_by(|(dk, _)| dk.cmp(k)) {
+                    let dv = de[i].1;
+                    if (d.seq < seq && dv > *v) || (d.seq > seq && dv < *v) {
+                        return Some(d.clone());
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Applies a verified delta. `cap(key, held, proposed)` returns the value to keep.
+    pub(crate) fn apply(
+        &mut self,
+        delta: &StoredDelta,
+        entries: &[(CounterKey, u64)],
+        limits: &Limits,
+        mut cap: impl FnMut(&CounterKey, u64, u64, u64) -> u64,
+    ) -> ApplyOutcome {
+        let mut out = ApplyOutcome::default();
+        if let Some(d) = self.stored.iter().find(|d| d.seq == delta.seq) {
+            if d == delta {
+                out.duplicate = true;
+            } else {
+                out.conflict = Some(d.clone());
+            }
+            return out;
+        }
+        // Fast path: in order and nothing decreases, so nothing stored can conflict.
+        let in_order = delta.seq > self.max_seq;
+        let decreases = entries.iter().any(|(k, v)| *v < self.value(k));
+        if !in_order || decreases {
+            if let Some(c) = self.find_conflict(delta.seq, entries, limits) {
+                out.conflict = Some(c);
+                return out;
+            }
+        }
+        let interval_ms = if in_order {
+            delta.issued_at.saturating_sub(self.last_issued)
+        } else {
+            u64::MAX
+        };
+        let mut merged = Vec::with_capacity(self.values.len() + entries.len());
+        let (mut i, mut j) = (0, 0);
+        while i < self.values.len() || j < entries.len() {
+            let take_old = j >= entries.len() || (i < self.values.len() && self.values[i].0 < entries[j].0);
+            if take_old {
+                merged.push(self.values[i]);
+                i += 1;
+                continue;
+            }
+            let (k, v) = entries[j];
+            let held = if i < self.values.len() && self.values[i].0 == k {
+                i += 1;
+                self.values[i - 1].1
+            } else {
+                0
+            };
+            j += 1;
+            let keep = if v > held {
+                let allowed = cap(&k, held, v, interval_ms).max(held);
+                out.clamped += v - allowed;
+                if allowed > held {
+                    out.increments.push((k, allowed - held));
+                }
+                allowed
+            } else {
+                held
+            };
+            merged.push((k, keep));
+        }
+        self.values = merged;
+        self.record_seq(delta);
+        out
+    }
+
+    fn record_seq(&mut self, delta: &StoredDelta) {
+        if delta.seq > self.max_seq {
+            self.max_seq = delta.seq;
+            self.last_issued = delta.issued_at;
+        }
+        if delta.full {
+            self.stored.retain(|d| d.seq > delta.seq);
+            if delta.seq > self.have {
+                self.have = delta.seq;
+                self.above.retain(|s| *s > delta.seq);
+            }
+        } else if delta.seq > self.have {
+            self.above.insert(delta.seq);
+        }
+        while self.above.remove(&(self.have + 1)) {
+            self.have += 1;
+        }
+        let pos = self.stored.partition_point(|d| d.seq < delta.seq);
+        // A delta older than the latest full one held is superseded: no need to store it.
+        let superseded = self.stored.iter().any(|d| d.full && d.seq > delta.seq);
+        if !superseded {
+            self.stored.insert(pos, delta.clone());
+        }
+        while self.stored.len() > MAX_STORED_PER_LANE {
+            self.stored.remove(0);
+        }
+    }
+
+    /// Approximate heap bytes held.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.values.capacity() * std::mem::size_of::<(CounterKey, u64)>()
+            + self
+                .stored
+                .iter()
+                .map(|d| d.entries.capacity() + std::mem::size_of::<StoredDelta>())
+                .sum::<usize>()
+            + self.above.len() * 16
+    }
+}
