@@ -1,0 +1,154 @@
+//! Shared helpers for the end-to-end tests: tenants, credentials, engines, and hand-built
+//! (possibly malicious) messages made of real signed and sealed bytes.
+#![allow(dead_code, unreachable_pub)]
+
+use ignite::crypto::{self, SigBytes};
+use ignite::profile::StoredDelta;
+use ignite::tenancy::SignedCert;
+use ignite::wire::{self, Body, DeltaBatch, DeltaWire, Sealer};
+use ignite::{
+    Config, CounterKey, Engine, FunctionId, GroupId, Incarnation, Roles, TenantCredentials, TenantRoot, TenantSecrets,
+    Timestamp,
+};
+
+/// Start of virtual time in every test.
+pub const T0: Timestamp = Timestamp(1_700_000_000_000);
+/// One day in ms.
+pub const DAY: u64 = 86_400_000;
+
+/// A tenant: root key and shared secrets, from a seed byte.
+pub fn tenant(seed: u8) -> (TenantRoot, TenantSecrets) {
+    (
+        TenantRoot::from_secret([seed; 32]),
+        TenantSecrets::from_seed(&[seed.wrapping_add(100); 32]),
+    )
+}
+
+/// Credentials for node `node` of a tenant, valid for a day from T0.
+pub fn creds(root: &TenantRoot, secrets: &TenantSecrets, node: u8, roles: Roles) -> TenantCredentials {
+    TenantCredentials::issue(
+        root,
+        secrets.clone(),
+        &[node; 32],
+        roles,
+        T0,
+        T0.plus_ms(DAY),
+        u64::from(node),
+    )
+}
+
+/// An engine with a fixed seed.
+pub fn engine(seed: u64, incarnation: u64) -> Engine {
+    Engine::new(
+        Config {
+            seed,
+            ..Config::default()
+        },
+        Incarnation(incarnation),
+    )
+    .expect("valid config")
+}
+
+/// A test function id.
+pub fn function(name: &str) -> FunctionId {
+    FunctionId::from_deployment(name, name.as_bytes())
+}
+
+/// The node signing key behind `creds` built by [`creds`] with node byte `node`.
+pub fn node_key(node: u8) -> ed25519_dalek::SigningKey {
+    crypto::key_from_seed(&[node; 32], "node tenant key")
+}
+
+/// Parameters of one hand-built delta.
+#[derive(Clone, Debug)]
+pub struct DeltaSpec {
+    pub function: FunctionId,
+    pub incarnation: Incarnation,
+    pub group: GroupId,
+    pub seq: u32,
+    pub issued_at: u64,
+    pub full: bool,
+    pub entries: Vec<(CounterKey, u64)>,
+}
+
+impl DeltaSpec {
+    /// A delta of `entries` at `seq`, group computed with the default 4 groups.
+    pub fn new(function: FunctionId, seq: u32, entries: Vec<(CounterKey, u64)>) -> DeltaSpec {
+        let group = GroupId::of(entries[0].0.method, Config::default().groups);
+        DeltaSpec {
+            function,
+            incarnation: Incarnation(1),
+            group,
+            seq,
+            issued_at: T0.as_millis(),
+            full: false,
+            entries,
+        }
+    }
+}
+
+/// Signs a delta with `key` as the holder of `cert` in tenant `root`.
+pub fn sign_delta(
+    root: &TenantRoot,
+    cert: &SignedCert,
+    key: &ed25519_dalek::SigningKey,
+    spec: &DeltaSpec,
+) -> StoredDelta {
+    let entries = wire::encode_entries(&spec.entries);
+    let signed = wire::signed_delta_bytes(
+        &root.id().0,
+        &cert.cert.node.0,
+        &spec.function,
+        spec.incarnation,
+        spec.group,
+        spec.seq,
+        spec.issued_at,
+        spec.full,
+        &entries,
+    );
+    let signature = crypto::sign(key, &[], &signed);
+    StoredDelta {
+        seq: spec.seq,
+        issued_at: spec.issued_at,
+        full: spec.full,
+        entries,
+        signature,
+    }
+}
+
+/// Encodes one signed delta as a batch body and seals it with `secrets`.
+pub fn seal_delta(secrets: &TenantSecrets, cert: &SignedCert, spec: &DeltaSpec, delta: &StoredDelta) -> Vec<u8> {
+    let body = Body::Deltas(DeltaBatch {
+        certs: vec![*cert],
+        functions: vec![spec.function],
+        deltas: vec![DeltaWire {
+            signer: 0,
+            function: 0,
+            incarnation: spec.incarnation,
+            group: spec.group,
+            seq: delta.seq,
+            issued_at: delta.issued_at,
+            full: delta.full,
+            entries: &delta.entries,
+            signature: delta.signature,
+        }],
+    });
+    Sealer::new(secrets).seal(&body.encode())
+}
+
+/// Signs and seals in one go.
+pub fn message(
+    root: &TenantRoot,
+    secrets: &TenantSecrets,
+    cert: &SignedCert,
+    key: &ed25519_dalek::SigningKey,
+    spec: &DeltaSpec,
+) -> Vec<u8> {
+    let d = sign_delta(root, cert, key, spec);
+    seal_delta(secrets, cert, spec, &d)
+}
+
+/// A signature with every byte replaced.
+pub fn garbage_sig() -> SigBytes {
+    SigBytes([0x55; 32], [0x11; 32])
+}

@@ -1,0 +1,383 @@
+//! Engine API behaviour: snapshots, garbage collection, the publication rule, thresholds,
+//! configuration validation.
+
+mod common;
+
+use common::{T0, creds, engine, function, tenant};
+use ignite::harness::Cluster;
+use ignite::{
+    Config, Counter, DropReason, Engine, Event, Incarnation, MethodId, MethodKey, MethodShape, Output, Roles,
+    SnapshotError, Tier, Timestamp,
+};
+
+fn publishes(e: &mut Engine) -> Vec<Vec<u8>> {
+    let mut v = Vec::new();
+    while let Some(o) = e.poll_output() {
+        if let Output::Publish { bytes, .. } = o {
+            v.push(bytes);
+        }
+    }
+    v
+}
+
+#[test]
+fn snapshot_restores_counts_and_keeps_unpublished_ones() {
+    let (root, secrets) = tenant(1);
+    let f = function("snap");
+    let mut a = engine(1, 1);
+    let (rec, _) = a.join_tenant(T0, creds(&root, &secrets, 1, Roles::ALL)).unwrap();
+    let p = rec.method(f, MethodId(3), Tier(0), MethodShape::default()).unwrap();
+    for _ in 0..10 {
+        p.record_invocation();
+    }
+    a.flush(T0);
+    let first = publishes(&mut a);
+    assert_eq!(first.len(), 1);
+    for _ in 0..5 {
+        p.record_invocation();
+    }
+    // 5 recorded but not published when the snapshot is taken.
+    let snap = a.snapshot();
+    let mut b = Engine::restore(
+        Config {
+            seed: 1,
+            ..Config::default()
+        },
+        &snap,
+    )
+    .unwrap();
+    assert_eq!(b.incarnation(), Incarnation(1));
+    let view = b.profile(&root.id(), &f).unwrap();
+    assert_eq!(view.count(MethodId(3), Tier(0), Counter::Invocations), 10);
+    // The restored engine publishes the 5 pending counts on its next publication, as seq 2
+    // of the same lane: a receiver that saw seq 1 accepts it without equivocation.
+    let rec_b = b.recorder(&root.id()).unwrap();
+    rec_b
+        .method(f, MethodId(3), Tier(0), MethodShape::default())
+        .unwrap()
+        .record_invocation();
+    b.flush(T0.plus_ms(1000));
+    let second = publishes(&mut b);
+    let mut c = engine(3, 1);
+    c.join_tenant(T0, creds(&root, &secrets, 3, Roles::ALL)).unwrap();
+    for m in first.iter().chain(second.iter()) {
+        c.handle_message(T0.plus_ms(1000), ignite::Peer(0), None, m).unwrap();
+    }
+    assert_eq!(
+        c.profile(&root.id(), &f)
+            .unwrap()
+            .count(MethodId(3), Tier(0), Counter::Invocations),
+        16
+    );
+    assert!(c.evidence(&root.id()).is_empty());
+}
+
+#[test]
+fn corrupt_snapshot_is_a_clear_error() {
+    let (root, secrets) = tenant(2);
+    let mut a = engine(1, 1);
+    let (rec, _) = a.join_tenant(T0, creds(&root, &secrets, 1, Roles::ALL)).unwrap();
+    rec.method(function("x"), MethodId(1), Tier(0), MethodShape::default())
+        .unwrap()
+        .record_invocation();
+    a.flush(T0);
+    let snap = a.snapshot();
+    let cfg = Config::default;
+    assert!(matches!(
+        Engine::restore(cfg(), &snap[..snap.len() - 1]),
+        Err(SnapshotError::Checksum)
+    ));
+    let mut flipped = snap.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    assert!(matches!(Engine::restore(cfg(), &flipped), Err(SnapshotError::Checksum)));
+    assert!(matches!(
+        Engine::restore(cfg(), b"not a snapshot at all, clearly not"),
+        Err(SnapshotError::BadMagic)
+    ));
+    assert!(matches!(Engine::restore(cfg(), &[]), Err(SnapshotError::BadMagic)));
+    // A well-formed envelope around a payload that does not decode.
+    let mut forged = b"IGNSNAP1".to_vec();
+    let payload = [0xffu8; 16];
+    forged.extend_from_slice(blake3::hash(&payload).as_bytes());
+    forged.extend_from_slice(&payload);
+    assert!(matches!(Engine::restore(cfg(), &forged), Err(SnapshotError::Decode(_))));
+}
+
+#[test]
+fn idle_function_is_garbage_collected() {
+    let (root, secrets) = tenant(3);
+    let f = function("idle");
+    let cfg = Config {
+        function_ttl_ms: 60_000,
+        ..Config::default()
+    };
+    let mut a = Engine::new(cfg, Incarnation(1)).unwrap();
+    let (rec, _) = a.join_tenant(T0, creds(&root, &secrets, 1, Roles::ALL)).unwrap();
+    rec.method(f, MethodId(1), Tier(0), MethodShape::default())
+        .unwrap()
+        .record_invocation();
+    a.flush(T0);
+    assert_eq!(a.functions(&root.id()), vec![f]);
+    let mut now = T0;
+    while now < T0.plus_ms(200_000) {
+        now = a.poll_timeout().unwrap().max(now.plus_ms(1));
+        a.handle_timeout(now);
+    }
+    assert!(a.functions(&root.id()).is_empty());
+    assert!(rec.is_empty(), "recorder entries of the dropped function are forgotten");
+    let mut dropped = false;
+    while let Some(o) = a.poll_output() {
+        if let Output::Event(Event::FunctionDropped {
+            function,
+            reason: DropReason::Expired,
+            ..
+        }) = o
+        {
+            dropped |= function == f;
+        }
+    }
+    assert!(dropped);
+}
+
+#[test]
+fn new_deployment_supersedes_old_state() {
+    let (root, secrets) = tenant(4);
+    let old = ignite::FunctionId::from_deployment("api", b"v1");
+    let new = ignite::FunctionId::from_deployment("api", b"v2");
+    let mut a = engine(1, 1);
+    let (rec, _) = a.join_tenant(T0, creds(&root, &secrets, 1, Roles::ALL)).unwrap();
+    rec.method(old, MethodId(1), Tier(0), MethodShape::default())
+        .unwrap()
+        .record_invocation();
+    a.flush(T0);
+    assert_eq!(a.functions(&root.id()), vec![old]);
+    a.set_deployment(&root.id(), new).unwrap();
+    assert!(a.functions(&root.id()).is_empty());
+    let ev: Vec<_> = std::iter::from_fn(|| a.poll_output()).collect();
+    assert!(ev.iter().any(|o| matches!(o, Output::Event(Event::FunctionDropped { function, reason: DropReason::Superseded, .. }) if *function == old)));
+}
+
+#[test]
+fn publication_interval_grows_with_fleet_size() {
+    // 300 members and 100 deltas/s target: interval = 300 * 1000 / 100 = 3 s.
+    let (root, secrets) = tenant(5);
+    let f = function("busy");
+    let n = 300u16;
+    let mut receiver = engine(0, 1);
+    let (rec, _) = receiver.join_tenant(T0, creds(&root, &secrets, 0, Roles::ALL)).unwrap();
+    let mut msgs = Vec::new();
+    for i in 1..n {
+        let mut e = engine(u64::from(i), 1);
+        let c = ignite::TenantCredentials::issue(
+            &root,
+            secrets.clone(),
+            &[
+                (i % 256) as u8,
+                (i / 256) as u8 + 1,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+            ],
+            Roles::ALL,
+            T0,
+            T0.plus_ms(common::DAY),
+            u64::from(i),
+        );
+        let (r, _) = e.join_tenant(T0, c).unwrap();
+        r.method(f, MethodId(1), Tier(0), MethodShape::default())
+            .unwrap()
+            .record_invocation();
+        e.flush(T0);
+        msgs.extend(publishes(&mut e));
+    }
+    for m in &msgs {
+        receiver.handle_message(T0, ignite::Peer(1), None, m).unwrap();
+    }
+    rec.method(f, MethodId(1), Tier(0), MethodShape::default())
+        .unwrap()
+        .record_invocation();
+    receiver.flush(T0);
+    let _ = publishes(&mut receiver);
+    // flush schedules the next publication by the rule.
+    let next = receiver.poll_timeout().unwrap();
+    let mut t = T0;
+    let mut publish_times = Vec::new();
+    while t < T0.plus_ms(10_000) {
+        t = receiver.poll_timeout().unwrap().max(t);
+        rec.method(f, MethodId(1), Tier(0), MethodShape::default())
+            .unwrap()
+            .record_invocation();
+        receiver.handle_timeout(t);
+        if !publishes(&mut receiver).is_empty() {
+            publish_times.push(t);
+        }
+        t = t.plus_ms(1);
+    }
+    assert!(next <= T0.plus_ms(3_000));
+    let gaps: Vec<u64> = publish_times.windows(2).map(|w| w[1].millis_since(w[0])).collect();
+    assert!(!gaps.is_empty());
+    assert!(gaps.iter().all(|g| *g == 3_000), "gaps {gaps:?}");
+}
+
+#[test]
+fn small_fleet_publishes_at_the_floor() {
+    let (root, secrets) = tenant(6);
+    let f = function("small");
+    let mut a = engine(1, 1);
+    let (rec, _) = a.join_tenant(T0, creds(&root, &secrets, 1, Roles::ALL)).unwrap();
+    let p = rec.method(f, MethodId(1), Tier(0), MethodShape::default()).unwrap();
+    let mut t = T0;
+    let mut times = Vec::new();
+    while t < T0.plus_ms(5_500) {
+        t = a.poll_timeout().unwrap().max(t);
+        p.record_invocation();
+        a.handle_timeout(t);
+        if !publishes(&mut a).is_empty() {
+            times.push(t);
+        }
+        t = t.plus_ms(1);
+    }
+    let gaps: Vec<u64> = times.windows(2).map(|w| w[1].millis_since(w[0])).collect();
+    assert!(gaps.len() >= 4 && gaps.iter().all(|g| *g == 1_000), "gaps {gaps:?}");
+}
+
+#[test]
+fn compiled_tier_stops_profile_publication_but_not_deopts() {
+    let (root, secrets) = tenant(7);
+    let f = function("jit");
+    let mut a = engine(1, 1);
+    let (rec, _) = a.join_tenant(T0, creds(&root, &secrets, 1, Roles::ALL)).unwrap();
+    let p = rec.method(f, MethodId(9), Tier(0), MethodShape::default()).unwrap();
+    p.record_invocation();
+    a.flush(T0);
+    let _ = publishes(&mut a);
+    a.set_code_current(
+        &root.id(),
+        MethodKey {
+            function: f,
+            method: MethodId(9),
+        },
+        Tier(1),
+    )
+    .unwrap();
+    p.record_invocation();
+    a.flush(T0.plus_ms(1000));
+    assert!(
+        publishes(&mut a).is_empty(),
+        "tier-0 counts of a tier-1 method are not published"
+    );
+    p.record_deopt();
+    a.flush(T0.plus_ms(2000));
+    assert_eq!(publishes(&mut a).len(), 1, "deopt feedback is still published");
+    let view = a.profile(&root.id(), &f).unwrap();
+    assert_eq!(view.count(MethodId(9), Tier(0), Counter::Invocations), 1);
+    assert_eq!(view.count(MethodId(9), Tier(0), Counter::Deopts), 1);
+}
+
+#[test]
+fn threshold_fires_once_on_fleet_wide_counts() {
+    let (root, secrets) = tenant(8);
+    let f = function("hot");
+    let mut engines = Vec::new();
+    let mut recs = Vec::new();
+    for i in 0..3u8 {
+        let mut e = engine(u64::from(i), 1);
+        let (r, _) = e.join_tenant(T0, creds(&root, &secrets, i, Roles::ALL)).unwrap();
+        engines.push(e);
+        recs.push(r);
+    }
+    let mut cluster = Cluster::new(1, T0, engines);
+    // 3 nodes × 70 = 210 ≥ 200 fleet-wide, while no node reaches 200 alone.
+    for r in &recs {
+        let p = r.method(f, MethodId(1), Tier(0), MethodShape::default()).unwrap();
+        for _ in 0..70 {
+            p.record_invocation();
+        }
+    }
+    cluster.run_until(T0.plus_ms(3_000));
+    for r in &recs {
+        r.method(f, MethodId(1), Tier(0), MethodShape::default())
+            .unwrap()
+            .record_invocation();
+    }
+    cluster.run_until(T0.plus_ms(6_000));
+    let fired: Vec<_> = cluster
+        .events
+        .iter()
+        .filter_map(|(i, e)| match e {
+            Event::ThresholdReached {
+                tier,
+                invocations,
+                contributors,
+                ..
+            } => Some((*i, *tier, *invocations, *contributors)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fired.len(), 3, "once per engine: {fired:?}");
+    for (_, tier, inv, contributors) in fired {
+        assert_eq!(tier, Tier(1));
+        assert!(inv >= 200);
+        assert_eq!(contributors, 3);
+    }
+}
+
+#[test]
+fn invalid_config_is_refused() {
+    for cfg in [
+        Config {
+            groups: 0,
+            ..Config::default()
+        },
+        Config {
+            publish_floor_ms: 0,
+            ..Config::default()
+        },
+        Config {
+            max_deltas_per_s: 0,
+            ..Config::default()
+        },
+        Config {
+            thresholds: ignite::Thresholds { tier1: 10, tier2: 5 },
+            ..Config::default()
+        },
+    ] {
+        assert!(Engine::new(cfg, Incarnation(1)).is_err());
+    }
+}
+
+#[test]
+fn own_expired_certificate_cannot_join() {
+    let (root, secrets) = tenant(9);
+    let c = creds(&root, &secrets, 1, Roles::ALL);
+    let mut a = engine(1, 1);
+    assert!(a.join_tenant(Timestamp(T0.as_millis() + common::DAY), c).is_err());
+}
