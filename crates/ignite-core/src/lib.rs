@@ -36,5 +36,5 @@ pub use ids::{
 };
 pub use profile::counter::{Counter, CounterKey};
 pub use profile::{Evidence, ProfileView};
-pub use recorder::{MethodProfiler, MethodShape, Recorder, RecorderConfig};
+pub use recorder::{MethodProfiler, MethodShape, Recorder, RecorderConfig, RecorderError};
 pub use tenancy::{Roles, TenantCredentials, TenantId, TenantRoot, TenantSecrets};

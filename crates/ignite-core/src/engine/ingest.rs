@@ -156,10 +156,10 @@ impl Engine {
         if lane.group.0 >= self.config.groups {
             return Err(Rejection::Limit("group out of range"));
         }
-        if let Some(code) = t.deployments.get(&lane.function.name) {
-            if *code != lane.function.code {
-                return Err(Rejection::OtherDeployment);
-            }
+        if let Some(code) = t.deployments.get(&lane.function.name)
+            && *code != lane.function.code
+        {
+            return Err(Rejection::OtherDeployment);
         }
         let entries = wire::decode_entries(&stored.entries, &limits)?;
         if !t.functions.contains_key(&lane.function) && t.functions.len() >= max_functions {

@@ -424,19 +424,19 @@ impl Engine {
 
     /// A peer subscribed to a tenant topic: it becomes a candidate for anti-entropy.
     pub fn peer_joined(&mut self, peer: Peer, topic: &TopicId) {
-        if let Some(tag) = self.by_topic.get(topic) {
-            if let Some(t) = self.tenants.get_mut(tag) {
-                t.peers.insert(peer);
-            }
+        if let Some(tag) = self.by_topic.get(topic)
+            && let Some(t) = self.tenants.get_mut(tag)
+        {
+            t.peers.insert(peer);
         }
     }
 
     /// A peer left a tenant topic (or disconnected).
     pub fn peer_left(&mut self, peer: Peer, topic: &TopicId) {
-        if let Some(tag) = self.by_topic.get(topic) {
-            if let Some(t) = self.tenants.get_mut(tag) {
-                t.peers.remove(&peer);
-            }
+        if let Some(tag) = self.by_topic.get(topic)
+            && let Some(t) = self.tenants.get_mut(tag)
+        {
+            t.peers.remove(&peer);
         }
     }
 
@@ -471,10 +471,10 @@ impl Engine {
         let env = Envelope::decode(bytes, &self.config.limits)?;
         let tag = env.tenant;
         let t = self.tenants.get(&tag).ok_or(WireError::UnknownTenant)?;
-        if let Some(topic) = topic {
-            if t.sealer.topic() != topic {
-                return Err(WireError::WrongTopic.into());
-            }
+        if let Some(topic) = topic
+            && t.sealer.topic() != topic
+        {
+            return Err(WireError::WrongTopic.into());
         }
         let msg_hash = *blake3::hash(bytes).as_bytes();
         if self.seen_messages.contains(&msg_hash) {

@@ -1,6 +1,6 @@
 //! Publishing this node's own counters as signed, sealed deltas.
 
-use super::{Engine, OwnLane};
+use super::Engine;
 use crate::crypto::{self, domain};
 use crate::ids::{FunctionId, GroupId, MethodId, TenantTag, Timestamp};
 use crate::profile::counter::CounterKey;
@@ -128,7 +128,7 @@ impl Engine {
         let tenant = t.tenant;
         let mut out: Vec<Outgoing> = Vec::new();
         for ((f, g), counts) in current {
-            let own = t.own.entry((f, g)).or_insert_with(OwnLane::default);
+            let own = t.own.entry((f, g)).or_default();
             let compiled = &t.compiled;
             let publishable =
                 |k: &CounterKey| k.counter.is_feedback() || compiled.get(&(f, k.method)).is_none_or(|ct| k.tier >= *ct);

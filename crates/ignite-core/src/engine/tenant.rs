@@ -59,7 +59,7 @@ impl TenantState {
         Ok(TenantState {
             tenant: creds.tenant(),
             node,
-            recorder: Recorder::new(config.recorder.clone())?,
+            recorder: Recorder::new(config.recorder)?,
             sealer,
             creds,
             functions: BTreeMap::new(),

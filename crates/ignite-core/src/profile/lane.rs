@@ -202,11 +202,11 @@ impl Lane {
         // Fast path: in order and nothing decreases, so nothing stored can conflict.
         let in_order = delta.seq > self.max_seq;
         let decreases = entries.iter().any(|(k, v)| *v < self.value(k));
-        if !in_order || decreases {
-            if let Some(c) = self.find_conflict(delta.seq, entries, limits) {
-                out.conflict = Some(c);
-                return out;
-            }
+        if (!in_order || decreases)
+            && let Some(c) = self.find_conflict(delta.seq, entries, limits)
+        {
+            out.conflict = Some(c);
+            return out;
         }
         let interval_ms = if in_order {
             delta.issued_at.saturating_sub(self.last_issued)

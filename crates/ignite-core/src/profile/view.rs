@@ -135,3 +135,74 @@ impl<'a> ProfileView<'a> {
         (types, total.saturating_sub(tracked))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{GroupId, Incarnation};
+    use crate::profile::lane::Lane;
+
+    fn state_with(branch: &[(u8, u64, u64)]) -> FunctionState {
+        let mut s = FunctionState::default();
+        for (node, taken, not) in branch {
+            let m = MethodId(1);
+            let kt = CounterKey {
+                method: m,
+                tier: Tier(0),
+                counter: Counter::Branch { site: 0, taken: true },
+            };
+            let kn = CounterKey {
+                method: m,
+                tier: Tier(0),
+                counter: Counter::Branch { site: 0, taken: false },
+            };
+            let mut values = vec![(kt, *taken), (kn, *not)];
+            values.sort();
+            let lane = Lane {
+                values: values.clone(),
+                ..Lane::default()
+            };
+            s.lanes.insert((NodeKey([*node; 32]), Incarnation(1), GroupId(0)), lane);
+            for (k, v) in values {
+                *s.sums.entry(k).or_insert(0) += v;
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn one_node_with_huge_counts_cannot_dictate_branch_ratio() {
+        // Nine honest nodes see the branch taken 90% of the time; one node claims a million
+        // not-taken executions.
+        let mut rows: Vec<(u8, u64, u64)> = (0..9).map(|n| (n, 90, 10)).collect();
+        rows.push((9, 0, 1_000_000));
+        let s = state_with(&rows);
+        let v = ProfileView::new(
+            FunctionId {
+                name: [0; 16],
+                code: [0; 32],
+            },
+            &s,
+        );
+        let robust = v.branch_taken_ratio(MethodId(1), Tier(0), 0).unwrap();
+        // Plain pooling would give 810 / 1_001_000 ≈ 0.0008.
+        assert!(robust > 0.6, "robust ratio {robust}");
+        // The attacker's weight is capped at 4× the median (100): 810 / (900 + 400).
+        assert!((robust - 810.0 / 1300.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn honest_fleet_ratio_is_the_pooled_ratio() {
+        let s = state_with(&[(0, 30, 70), (1, 60, 140), (2, 3, 7)]);
+        let v = ProfileView::new(
+            FunctionId {
+                name: [0; 16],
+                code: [0; 32],
+            },
+            &s,
+        );
+        let r = v.branch_taken_ratio(MethodId(1), Tier(0), 0).unwrap();
+        assert!((r - 0.3).abs() < 1e-9);
+        assert_eq!(v.branch_taken_ratio(MethodId(2), Tier(0), 0), None);
+    }
+}

@@ -356,10 +356,10 @@ pub fn decode_entries(bytes: &[u8], limits: &Limits) -> Result<Vec<(CounterKey, 
             tier: Tier(e.tier),
             counter: e.counter,
         };
-        if let Some((last, _)) = out.last() {
-            if *last >= key {
-                return Err(WireError::Unordered);
-            }
+        if let Some((last, _)) = out.last()
+            && *last >= key
+        {
+            return Err(WireError::Unordered);
         }
         out.push((key, e.value));
     }
