@@ -3,7 +3,7 @@
 use super::{Accepted, Engine, Event, Output, Rejection, tier_threshold};
 use crate::crypto::{self, BatchItem};
 use crate::ids::{FunctionId, MethodId, MethodKey, TenantTag, Tier, Timestamp};
-use crate::profile::counter::{Counter, CounterKey};
+use crate::profile::counter::Counter;
 use crate::profile::{Evidence, LaneId, StoredDelta};
 use crate::tenancy::{CertError, Roles, SignedCert};
 use crate::wire::{self, DeltaBatch};
@@ -252,6 +252,3 @@ impl Engine {
         }
     }
 }
-
-#[allow(dead_code)]
-fn _unused(_: CounterKey) {}

@@ -11,7 +11,7 @@ pub use config::{Config, ConfigError, Thresholds};
 pub use snapshot::SnapshotError;
 
 use crate::crypto::{SeenCache, SigError};
-use crate::ids::{FunctionId, MethodId, MethodKey, NodeKey, Peer, TenantTag, Tier, Timestamp, TopicId};
+use crate::ids::{FunctionId, MethodKey, NodeKey, Peer, TenantTag, Tier, Timestamp, TopicId};
 use crate::profile::{Evidence, ProfileView};
 use crate::recorder::Recorder;
 use crate::rng::SplitMix64;
@@ -417,7 +417,7 @@ impl Engine {
         let body = Body::Revocations(vec![rev]);
         let bytes = t.sealer.seal(&body.encode());
         let topic = t.sealer.topic().clone();
-        let _ = now;
+        tracing::info!(at = now.as_millis(), node = ?rev.revocation.node, "revocation applied");
         self.push_publish(topic, bytes, 0);
         Ok(())
     }
@@ -624,13 +624,4 @@ pub(crate) fn tier_threshold(th: &Thresholds, tier: Tier) -> Option<u64> {
         2 => Some(th.tier2),
         _ => None,
     }
-}
-
-pub(crate) use tenant::OwnLane;
-
-#[allow(dead_code)]
-fn _assert_send() {
-    fn is_send<T: Send>() {}
-    is_send::<Engine>();
-    let _ = MethodId(0);
 }
