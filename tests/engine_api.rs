@@ -381,3 +381,47 @@ fn own_expired_certificate_cannot_join() {
     let mut a = engine(1, 1);
     assert!(a.join_tenant(Timestamp(T0.as_millis() + common::DAY), c).is_err());
 }
+
+#[test]
+fn group_key_rotation_through_update_credentials() {
+    use ignite::Rejection;
+    use ignite::wire::WireError;
+    let (root, secrets) = tenant(10);
+    let f = function("rot");
+    let mut a = engine(1, 1);
+    let mut b = engine(2, 1);
+    let ca = creds(&root, &secrets, 1, Roles::ALL);
+    let (rec, _) = a.join_tenant(T0, ca.clone()).unwrap();
+    b.join_tenant(T0, creds(&root, &secrets, 2, Roles::ALL)).unwrap();
+    let p = rec.method(f, MethodId(1), Tier(0), MethodShape::default()).unwrap();
+    p.record_invocation();
+    a.flush(T0);
+    let old_epoch_msg = publishes(&mut a);
+    let mut rotated = ca;
+    rotated.rotate_group_key(1, [0xAB; 32]).unwrap();
+    a.update_credentials(T0, rotated).unwrap();
+    p.record_invocation();
+    a.flush(T0.plus_ms(1000));
+    let new_epoch_msg = publishes(&mut a);
+    assert_eq!(
+        b.handle_message(T0.plus_ms(1000), ignite::Peer(1), None, &new_epoch_msg[0]),
+        Err(Rejection::Wire(WireError::UnknownEpoch(1)))
+    );
+    assert!(b.profile(&root.id(), &f).is_none());
+    let mut cb = creds(&root, &secrets, 2, Roles::ALL);
+    cb.rotate_group_key(1, [0xAB; 32]).unwrap();
+    b.update_credentials(T0, cb).unwrap();
+    // Old-epoch messages still open after rotation; new ones open too.
+    b.handle_message(T0.plus_ms(1000), ignite::Peer(1), None, &old_epoch_msg[0])
+        .unwrap();
+    b.handle_message(T0.plus_ms(1000), ignite::Peer(1), None, &new_epoch_msg[0])
+        .unwrap();
+    assert_eq!(
+        b.profile(&root.id(), &f)
+            .unwrap()
+            .count(MethodId(1), Tier(0), Counter::Invocations),
+        2
+    );
+    // Credentials of another node cannot replace ours.
+    assert!(b.update_credentials(T0, creds(&root, &secrets, 3, Roles::ALL)).is_err());
+}

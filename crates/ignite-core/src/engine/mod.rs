@@ -246,6 +246,10 @@ pub enum EngineError {
     /// The node's own certificate is not valid.
     #[error("own certificate invalid: {0}")]
     OwnCert(CertError),
+    /// New credentials change the topic secret, which would move the tenant to another
+    /// topic: leave and join instead.
+    #[error("credentials change the topic secret")]
+    TopicSecretChanged,
     /// The recorder could not be created.
     #[error(transparent)]
     Recorder(#[from] crate::recorder::RecorderError),
@@ -301,6 +305,29 @@ impl Engine {
         self.by_topic.insert(topic.clone(), tag);
         self.tenants.insert(tag, state);
         Ok((recorder, topic))
+    }
+
+    /// Replaces a tenant's credentials (certificate renewal, group-key rotation). The tenant
+    /// must be the same; the node key may change only with a new incarnation, so it must not.
+    /// Messages are sealed under the new current epoch from now on; older epochs still held
+    /// by the credentials keep opening.
+    pub fn update_credentials(&mut self, now: Timestamp, creds: TenantCredentials) -> Result<(), EngineError> {
+        creds
+            .cert()
+            .verify(&creds.tenant(), now)
+            .map_err(EngineError::OwnCert)?;
+        let t = self.tenant_mut(&creds.tenant())?;
+        if t.node != creds.node() {
+            return Err(EngineError::OwnCert(CertError::WrongRoot));
+        }
+        let sealer = crate::wire::Sealer::new(creds.secrets());
+        if sealer.tag() != t.sealer.tag() {
+            return Err(EngineError::TopicSecretChanged);
+        }
+        t.certs.insert(creds.node(), *creds.cert());
+        t.sealer = sealer;
+        t.creds = creds;
+        Ok(())
     }
 
     /// Stops serving a tenant and forgets its state.
@@ -453,6 +480,7 @@ impl Engine {
         bytes: &[u8],
     ) -> Result<Accepted, Rejection> {
         self.stats.messages_in += 1;
+        let _span = tracing::debug_span!("handle_message", peer = from.0, len = bytes.len()).entered();
         let r = self.handle_message_inner(now, from, topic, bytes);
         if let Err(e) = &r {
             *self.stats.rejected.entry(e.kind()).or_insert(0) += 1;
@@ -542,6 +570,7 @@ impl Engine {
 
     /// Handles a timer expiry: publishes due deltas, runs anti-entropy, collects garbage.
     pub fn handle_timeout(&mut self, now: Timestamp) {
+        let _span = tracing::debug_span!("handle_timeout", now = now.as_millis()).entered();
         let tags: Vec<TenantTag> = self.tenants.keys().copied().collect();
         for tag in tags {
             self.gc(now, tag);
