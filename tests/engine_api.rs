@@ -425,3 +425,74 @@ fn group_key_rotation_through_update_credentials() {
     // Credentials of another node cannot replace ours.
     assert!(b.update_credentials(T0, creds(&root, &secrets, 3, Roles::ALL)).is_err());
 }
+
+#[test]
+fn counters_per_function_are_bounded() {
+    use ignite::{CounterKey, Rejection};
+    let (root, secrets) = tenant(11);
+    let f = function("flood");
+    let cfg = Config {
+        max_counters_per_function: 100,
+        ..Config::default()
+    };
+    let mut a = Engine::new(cfg, Incarnation(1)).unwrap();
+    a.join_tenant(T0, creds(&root, &secrets, 1, Roles::ALL)).unwrap();
+    let c2 = creds(&root, &secrets, 2, Roles::ALL);
+    let key = common::node_key(2);
+    // Methods of group 0 only, as the engine checks that entries belong to their lane's group.
+    let group0: Vec<u32> = (0..10_000)
+        .filter(|m| ignite::GroupId::of(MethodId(*m), 4) == ignite::GroupId(0))
+        .collect();
+    let entries = |from: usize| -> Vec<(CounterKey, u64)> {
+        group0[from..from + 60]
+            .iter()
+            .map(|m| {
+                (
+                    CounterKey {
+                        method: MethodId(*m),
+                        tier: Tier(0),
+                        counter: Counter::Invocations,
+                    },
+                    1,
+                )
+            })
+            .collect()
+    };
+    let spec1 = common::DeltaSpec {
+        group: ignite::GroupId(0),
+        ..common::DeltaSpec::new(f, 1, entries(0))
+    };
+    a.handle_message(
+        T0,
+        ignite::Peer(2),
+        None,
+        &common::message(&root, &secrets, c2.cert(), &key, &spec1),
+    )
+    .unwrap();
+    let before = a.profile(&root.id(), &f).unwrap().counters().clone();
+    assert_eq!(before.len(), 60);
+    let spec2 = common::DeltaSpec {
+        group: ignite::GroupId(0),
+        ..common::DeltaSpec::new(f, 2, entries(60))
+    };
+    let r = a.handle_message(
+        T0,
+        ignite::Peer(2),
+        None,
+        &common::message(&root, &secrets, c2.cert(), &key, &spec2),
+    );
+    assert_eq!(r, Err(Rejection::Limit("counters per function")));
+    assert_eq!(a.profile(&root.id(), &f).unwrap().counters(), &before);
+    // An entry signed into the wrong group's lane is refused.
+    let spec3 = common::DeltaSpec {
+        group: ignite::GroupId(1),
+        ..common::DeltaSpec::new(f, 1, entries(0))
+    };
+    let r = a.handle_message(
+        T0,
+        ignite::Peer(2),
+        None,
+        &common::message(&root, &secrets, c2.cert(), &key, &spec3),
+    );
+    assert!(matches!(r, Err(Rejection::Wire(ignite::wire::WireError::Malformed(_)))));
+}

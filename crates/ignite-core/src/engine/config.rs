@@ -65,6 +65,8 @@ pub struct Config {
     pub max_functions_per_tenant: usize,
     /// Most incarnations of one node tracked per function.
     pub max_incarnations_per_node: usize,
+    /// Most distinct counters tracked per function (all nodes together).
+    pub max_counters_per_function: usize,
     /// Increment caps per node and counter.
     pub cap: CapConfig,
     /// Tier thresholds.
@@ -90,6 +92,7 @@ impl Default for Config {
             max_clock_skew_ms: 60_000,
             max_functions_per_tenant: 1_024,
             max_incarnations_per_node: 8,
+            max_counters_per_function: 1 << 18,
             cap: CapConfig::default(),
             thresholds: Thresholds::default(),
             seen_cache: 1 << 16,
@@ -140,7 +143,10 @@ impl Config {
         if self.thresholds.tier1 == 0 || self.thresholds.tier2 < self.thresholds.tier1 {
             return bad("thresholds", "must satisfy 0 < tier1 <= tier2");
         }
-        if self.max_functions_per_tenant == 0 || self.max_incarnations_per_node == 0 {
+        if self.max_functions_per_tenant == 0
+            || self.max_incarnations_per_node == 0
+            || self.max_counters_per_function == 0
+        {
             return bad("max_functions_per_tenant/max_incarnations_per_node", "must be positive");
         }
         Ok(())

@@ -2,7 +2,7 @@
 
 use super::{Accepted, Engine, Event, Output, Rejection, tier_threshold};
 use crate::crypto::{self, BatchItem};
-use crate::ids::{FunctionId, MethodId, MethodKey, TenantTag, Tier, Timestamp};
+use crate::ids::{FunctionId, GroupId, MethodId, MethodKey, TenantTag, Tier, Timestamp};
 use crate::profile::counter::Counter;
 use crate::profile::{Evidence, LaneId, StoredDelta};
 use crate::tenancy::{CertError, Roles, SignedCert};
@@ -148,6 +148,7 @@ impl Engine {
         let cap_cfg = self.config.cap;
         let max_skew = self.config.max_clock_skew_ms;
         let max_functions = self.config.max_functions_per_tenant;
+        let max_counters = self.config.max_counters_per_function;
         let max_lanes = self.config.max_incarnations_per_node * self.config.groups as usize;
         let t = self.tenants.get_mut(&tag).expect("tenant present");
         if stored.issued_at > now.as_millis().saturating_add(max_skew) {
@@ -169,6 +170,14 @@ impl Engine {
         if state.lane(lane.node, lane.incarnation, lane.group).is_none() && state.lanes_of_node(&lane.node) >= max_lanes
         {
             return Err(Rejection::Limit("incarnations per node"));
+        }
+        let groups = self.config.groups;
+        if entries.iter().any(|(k, _)| GroupId::of(k.method, groups) != lane.group) {
+            return Err(crate::wire::WireError::Malformed("entry outside its method group".into()).into());
+        }
+        let new_keys = entries.iter().filter(|(k, _)| !state.sums.contains_key(k)).count();
+        if new_keys > 0 && state.sums.len() + new_keys > max_counters {
+            return Err(Rejection::Limit("counters per function"));
         }
         let lifetime_ms = stored.issued_at.saturating_sub(signer.cert.not_before.as_millis());
         let out = state.apply(lane, &stored, &entries, &limits, |_, held, proposed, interval_ms| {

@@ -240,7 +240,9 @@ impl Lane {
             } else {
                 held
             };
-            merged.push((k, keep));
+            if keep > 0 {
+                merged.push((k, keep));
+            }
         }
         self.values = merged;
         self.record_seq(delta);
