@@ -496,3 +496,75 @@ fn counters_per_function_are_bounded() {
     );
     assert!(matches!(r, Err(Rejection::Wire(ignite::wire::WireError::Malformed(_)))));
 }
+
+#[test]
+fn messages_arriving_together_are_verified_in_one_batch() {
+    use ignite::Incoming;
+    let (root, secrets) = tenant(12);
+    let f = function("batch");
+    let mut msgs = Vec::new();
+    for i in 1..=5u8 {
+        let mut e = engine(u64::from(i), 1);
+        let (r, _) = e.join_tenant(T0, creds(&root, &secrets, i, Roles::ALL)).unwrap();
+        let p = r
+            .method(f, MethodId(u32::from(i)), Tier(0), MethodShape::default())
+            .unwrap();
+        for _ in 0..u32::from(i) * 10 {
+            p.record_invocation();
+        }
+        e.flush(T0);
+        msgs.extend(publishes(&mut e));
+    }
+    // Corrupt one signature inside a validly sealed message: re-seal a forged copy.
+    let forged = {
+        let c = creds(&root, &secrets, 9, Roles::ALL);
+        let spec = common::DeltaSpec::new(
+            f,
+            1,
+            vec![(
+                ignite::CounterKey {
+                    method: MethodId(77),
+                    tier: Tier(0),
+                    counter: Counter::Invocations,
+                },
+                5,
+            )],
+        );
+        let mut d = common::sign_delta(&root, c.cert(), &common::node_key(9), &spec);
+        d.signature = common::garbage_sig();
+        common::seal_delta(&secrets, c.cert(), &spec, &d)
+    };
+    msgs.insert(2, forged);
+    let mut batched = engine(0, 1);
+    batched.join_tenant(T0, creds(&root, &secrets, 0, Roles::ALL)).unwrap();
+    let incoming: Vec<Incoming<'_>> = msgs
+        .iter()
+        .map(|m| Incoming {
+            from: ignite::Peer(1),
+            topic: None,
+            bytes: m,
+        })
+        .collect();
+    let results = batched.handle_messages(T0, &incoming);
+    let mut single = engine(0, 1);
+    single.join_tenant(T0, creds(&root, &secrets, 0, Roles::ALL)).unwrap();
+    let one_by_one: Vec<_> = msgs
+        .iter()
+        .map(|m| single.handle_message(T0, ignite::Peer(1), None, m))
+        .collect();
+    assert_eq!(results, one_by_one);
+    assert!(results[2].is_err());
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 5);
+    let view = batched.profile(&root.id(), &f).unwrap();
+    for i in 1..=5u32 {
+        assert_eq!(
+            view.count(MethodId(i), Tier(0), Counter::Invocations),
+            u64::from(i) * 10
+        );
+    }
+    assert_eq!(view.count(MethodId(77), Tier(0), Counter::Invocations), 0);
+    assert_eq!(
+        batched.profile(&root.id(), &f).unwrap().counters(),
+        single.profile(&root.id(), &f).unwrap().counters()
+    );
+}

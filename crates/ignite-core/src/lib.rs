@@ -29,7 +29,8 @@ pub mod tenancy;
 pub mod wire;
 
 pub use engine::{
-    Accepted, Config, DropReason, Engine, EngineError, Event, Output, Rejection, SnapshotError, Stats, Thresholds,
+    Accepted, Config, DropReason, Engine, EngineError, Event, Incoming, Output, Rejection, SnapshotError, Stats,
+    Thresholds,
 };
 pub use ids::{
     FunctionId, GroupId, Incarnation, MethodId, MethodKey, NodeKey, Peer, TenantTag, Tier, Timestamp, TopicId,

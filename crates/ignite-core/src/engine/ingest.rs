@@ -7,7 +7,7 @@ use crate::profile::counter::Counter;
 use crate::profile::{Evidence, LaneId, StoredDelta};
 use crate::tenancy::{CertError, Roles, SignedCert};
 use crate::wire::{self, DeltaBatch};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 impl Engine {
     /// Checks one certificate for use at `now`; signature checks are cached by hash.
@@ -35,49 +35,55 @@ impl Engine {
         Ok(())
     }
 
-    pub(super) fn ingest_batch(
+    /// Ingests the delta batches of several messages at once: every new signature among
+    /// them is checked in one batch verification, then deltas are applied in order.
+    /// Returns one result per batch.
+    pub(super) fn ingest_batches(
         &mut self,
         now: Timestamp,
-        tag: TenantTag,
-        batch: DeltaBatch<'_>,
-    ) -> Result<Accepted, Rejection> {
-        let cert_ok: Vec<Result<(), Rejection>> = batch.certs.iter().map(|c| self.check_cert(tag, c, now)).collect();
-        let tenant = self.tenants[&tag].tenant;
-        let mut first_err: Option<Rejection> = None;
-        let mut accepted = Accepted::default();
-        // Signed bytes and hashes of every delta whose certificate is fine.
-        let mut pending: Vec<(usize, Vec<u8>, [u8; 32])> = Vec::new();
-        for (i, d) in batch.deltas.iter().enumerate() {
-            if let Err(e) = &cert_ok[d.signer as usize] {
-                first_err.get_or_insert(e.clone());
-                continue;
+        batches: &[(TenantTag, DeltaBatch<'_>)],
+    ) -> Vec<Result<Accepted, Rejection>> {
+        let mut first_err: Vec<Option<Rejection>> = vec![None; batches.len()];
+        let mut accepted = vec![Accepted::default(); batches.len()];
+        // (batch, delta, signed bytes, hash) of every new delta whose certificate is fine.
+        let mut pending: Vec<(usize, usize, Vec<u8>, [u8; 32])> = Vec::new();
+        for (b, (tag, batch)) in batches.iter().enumerate() {
+            let cert_ok: Vec<Result<(), Rejection>> =
+                batch.certs.iter().map(|c| self.check_cert(*tag, c, now)).collect();
+            let tenant = self.tenants[tag].tenant;
+            for (i, d) in batch.deltas.iter().enumerate() {
+                if let Err(e) = &cert_ok[d.signer as usize] {
+                    first_err[b].get_or_insert(e.clone());
+                    continue;
+                }
+                let cert = &batch.certs[d.signer as usize].cert;
+                let signed = wire::signed_delta_bytes(
+                    &tenant.0,
+                    &cert.node.0,
+                    &batch.functions[d.function as usize],
+                    d.incarnation,
+                    d.group,
+                    d.seq,
+                    d.issued_at,
+                    d.full,
+                    d.entries,
+                );
+                let mut h = blake3::Hasher::new();
+                h.update(&signed);
+                h.update(&d.signature.to_bytes());
+                let hash = *h.finalize().as_bytes();
+                if self.seen_deltas.contains(&hash) {
+                    accepted[b].deltas_duplicate += 1;
+                    self.stats.deltas_duplicate += 1;
+                    continue;
+                }
+                pending.push((b, i, signed, hash));
             }
-            let cert = &batch.certs[d.signer as usize].cert;
-            let signed = wire::signed_delta_bytes(
-                &tenant.0,
-                &cert.node.0,
-                &batch.functions[d.function as usize],
-                d.incarnation,
-                d.group,
-                d.seq,
-                d.issued_at,
-                d.full,
-                d.entries,
-            );
-            let mut h = blake3::Hasher::new();
-            h.update(&signed);
-            h.update(&d.signature.to_bytes());
-            let hash = *h.finalize().as_bytes();
-            if self.seen_deltas.contains(&hash) {
-                accepted.deltas_duplicate += 1;
-                self.stats.deltas_duplicate += 1;
-                continue;
-            }
-            pending.push((i, signed, hash));
         }
         let items: Vec<BatchItem<'_>> = pending
             .iter()
-            .map(|(i, signed, _)| {
+            .map(|(b, i, signed, _)| {
+                let batch = &batches[*b].1;
                 let d = &batch.deltas[*i];
                 BatchItem {
                     key: batch.certs[d.signer as usize].cert.node.0,
@@ -89,12 +95,13 @@ impl Engine {
         let results = crypto::verify_many(&items);
         self.stats.signatures_verified += items.len() as u64;
         drop(items);
-        let mut touched: BTreeSet<(FunctionId, MethodId)> = BTreeSet::new();
-        for ((i, _, hash), res) in pending.into_iter().zip(results) {
+        let mut touched: BTreeMap<TenantTag, BTreeSet<(FunctionId, MethodId)>> = BTreeMap::new();
+        for ((b, i, _, hash), res) in pending.into_iter().zip(results) {
             if let Err(e) = res {
-                first_err.get_or_insert(e.into());
+                first_err[b].get_or_insert(e.into());
                 continue;
             }
+            let (tag, batch) = &batches[b];
             let d = &batch.deltas[i];
             let signer = batch.certs[d.signer as usize];
             let function = batch.functions[d.function as usize];
@@ -111,27 +118,30 @@ impl Engine {
                 entries: d.entries.to_vec(),
                 signature: d.signature,
             };
-            match self.apply_delta(now, tag, &signer, &lane, stored, &mut touched) {
+            match self.apply_delta(now, *tag, &signer, &lane, stored, touched.entry(*tag).or_default()) {
                 Ok(dup) => {
                     self.seen_deltas.insert(hash);
                     if dup {
-                        accepted.deltas_duplicate += 1;
+                        accepted[b].deltas_duplicate += 1;
                         self.stats.deltas_duplicate += 1;
                     } else {
-                        accepted.deltas_applied += 1;
+                        accepted[b].deltas_applied += 1;
                         self.stats.deltas_applied += 1;
                     }
                 }
                 Err(e) => {
-                    first_err.get_or_insert(e);
+                    first_err[b].get_or_insert(e);
                 }
             }
         }
-        self.check_thresholds(tag, &touched);
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(accepted),
+        for (tag, t) in &touched {
+            self.check_thresholds(*tag, t);
         }
+        first_err
+            .into_iter()
+            .zip(accepted)
+            .map(|(e, a)| e.map_or(Ok(a), Err))
+            .collect()
     }
 
     /// Applies one verified delta. Returns whether it was already held.

@@ -159,6 +159,17 @@ impl Rejection {
     }
 }
 
+/// One received message, for [`Engine::handle_messages`].
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// The peer it came from (the driver's handle).
+    pub from: Peer,
+    /// The gossip topic it arrived on, or `None` for a point-to-point message.
+    pub topic: Option<&'a TopicId>,
+    /// The bytes.
+    pub bytes: &'a [u8],
+}
+
 /// What an accepted message did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Accepted {
@@ -479,71 +490,100 @@ impl Engine {
         topic: Option<&TopicId>,
         bytes: &[u8],
     ) -> Result<Accepted, Rejection> {
-        self.stats.messages_in += 1;
-        let _span = tracing::debug_span!("handle_message", peer = from.0, len = bytes.len()).entered();
-        let r = self.handle_message_inner(now, from, topic, bytes);
-        if let Err(e) = &r {
-            *self.stats.rejected.entry(e.kind()).or_insert(0) += 1;
-            tracing::debug!(peer = from.0, reason = %e, "message rejected");
-        }
-        r
+        self.handle_messages(now, &[Incoming { from, topic, bytes }])
+            .pop()
+            .expect("one result per message")
     }
 
-    fn handle_message_inner(
-        &mut self,
-        now: Timestamp,
-        from: Peer,
-        topic: Option<&TopicId>,
-        bytes: &[u8],
-    ) -> Result<Accepted, Rejection> {
-        let env = Envelope::decode(bytes, &self.config.limits)?;
+    /// Handles several messages that arrived together. Equivalent to calling
+    /// [`Engine::handle_message`] for each in order, except that the signatures of all their
+    /// new deltas are checked in one batch verification. Returns one result per message.
+    pub fn handle_messages(&mut self, now: Timestamp, messages: &[Incoming<'_>]) -> Vec<Result<Accepted, Rejection>> {
+        let _span = tracing::debug_span!("handle_messages", count = messages.len()).entered();
+        self.stats.messages_in += messages.len() as u64;
+        let mut results: Vec<Option<Result<Accepted, Rejection>>> = Vec::with_capacity(messages.len());
+        let mut opened: Vec<(usize, TenantTag, Vec<u8>)> = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            match self.open(m) {
+                Ok(Some((tag, plain))) => {
+                    opened.push((i, tag, plain));
+                    results.push(None);
+                }
+                Ok(None) => results.push(Some(Ok(Accepted {
+                    duplicate_message: true,
+                    ..Accepted::default()
+                }))),
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let mut batches = Vec::new();
+        let mut batch_of = Vec::new();
+        for (i, tag, plain) in &opened {
+            let from = messages[*i].from;
+            match Body::decode(plain, &self.config.limits).expect("decoded once already") {
+                Body::Deltas(batch) => {
+                    batches.push((*tag, batch));
+                    batch_of.push(*i);
+                }
+                other => results[*i] = Some(self.handle_control(*tag, from, other)),
+            }
+        }
+        let applied = self.ingest_batches(now, &batches);
+        for (i, r) in batch_of.into_iter().zip(applied) {
+            results[i] = Some(r);
+        }
+        let results: Vec<Result<Accepted, Rejection>> = results
+            .into_iter()
+            .map(|r| r.expect("every message has a result"))
+            .collect();
+        for (m, r) in messages.iter().zip(&results) {
+            if let Err(e) = r {
+                *self.stats.rejected.entry(e.kind()).or_insert(0) += 1;
+                tracing::debug!(peer = m.from.0, reason = %e, "message rejected");
+            }
+        }
+        results
+    }
+
+    /// Checks, deduplicates and opens one message: its tenant and plaintext, or `None` for
+    /// an exact duplicate of a message already processed.
+    fn open(&mut self, m: &Incoming<'_>) -> Result<Option<(TenantTag, Vec<u8>)>, Rejection> {
+        let env = Envelope::decode(m.bytes, &self.config.limits)?;
         let tag = env.tenant;
         let t = self.tenants.get(&tag).ok_or(WireError::UnknownTenant)?;
-        if let Some(topic) = topic
+        if let Some(topic) = m.topic
             && t.sealer.topic() != topic
         {
             return Err(WireError::WrongTopic.into());
         }
-        let msg_hash = *blake3::hash(bytes).as_bytes();
+        let msg_hash = *blake3::hash(m.bytes).as_bytes();
         if self.seen_messages.contains(&msg_hash) {
             self.stats.duplicate_messages += 1;
-            return Ok(Accepted {
-                duplicate_message: true,
-                ..Accepted::default()
-            });
+            return Ok(None);
         }
         let plain = t.sealer.open(&env)?;
-        let body = Body::decode(&plain, &self.config.limits)?;
+        Body::decode(&plain, &self.config.limits)?;
         self.seen_messages.insert(msg_hash);
         if let Some(t) = self.tenants.get_mut(&tag) {
-            t.peers.insert(from);
+            t.peers.insert(m.from);
         }
+        Ok(Some((tag, plain)))
+    }
+
+    /// Handles a message that is not a delta batch.
+    fn handle_control(&mut self, tag: TenantTag, from: Peer, body: Body<'_>) -> Result<Accepted, Rejection> {
         match body {
-            Body::Deltas(batch) => self.ingest_batch(now, tag, batch),
-            Body::Revocations(revs) => {
-                self.apply_revocations(tag, &revs)?;
-                Ok(Accepted::default())
-            }
+            Body::Deltas(_) => unreachable!("delta batches are ingested together"),
+            Body::Revocations(revs) => self.apply_revocations(tag, &revs)?,
             Body::SyncDigest {
                 lanes_root,
                 revocations,
-            } => {
-                self.on_sync_digest(tag, from, lanes_root, revocations);
-                Ok(Accepted::default())
-            }
-            Body::SyncPage { start, last, lanes } => {
-                self.on_sync_page(tag, from, start, last, &lanes);
-                Ok(Accepted::default())
-            }
-            Body::SyncWant { lanes } => {
-                self.on_sync_want(tag, from, &lanes);
-                Ok(Accepted::default())
-            }
-            Body::SyncMore { start } => {
-                self.send_page(tag, from, start);
-                Ok(Accepted::default())
-            }
+            } => self.on_sync_digest(tag, from, lanes_root, revocations),
+            Body::SyncPage { start, last, lanes } => self.on_sync_page(tag, from, start, last, &lanes),
+            Body::SyncWant { lanes } => self.on_sync_want(tag, from, &lanes),
+            Body::SyncMore { start } => self.send_page(tag, from, start),
         }
+        Ok(Accepted::default())
     }
 
     fn apply_revocations(&mut self, tag: TenantTag, revs: &[SignedRevocation]) -> Result<(), Rejection> {

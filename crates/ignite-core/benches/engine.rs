@@ -1,0 +1,946 @@
+//! Benchmarks of the engine's receive path, and one-shot reports of wire and memory cost.
+//!
+//! Timed with criterion (every message is real signed, sealed bytes fed to
+//! `Engine::handle_message`, as a driver would):
+//!
+//! * `merge/*`: a steady stream of 1,000-entry deltas of one lane. `first_delivery` is the
+//!   whole receive cost of a new delta; `resealed_duplicate` is the same kind of message when
+//!   the delta is already held (a new envelope, so the delta-level cache answers and neither
+//!   the signature check nor the merge runs); `verify_1_signature` and `decode_entries` time
+//!   those two steps alone on the same bytes. `first_delivery - resealed_duplicate -
+//!   verify_1_signature` is what decoding and merging the entries costs.
+//! * `verify/*`: first delivery, exact duplicate (envelope cache) and re-sealed duplicate
+//!   (delta cache) of a one-delta message and of a 64-delta message from 64 nodes (batch
+//!   verification).
+//!
+//! One-shot reports, printed before the timed benches (`-- report` runs only them):
+//!
+//! * `report/bytes_per_counter`: encoded bytes per published counter for a recorder of 200
+//!   methods under Zipf(1.0) traffic, publishing every second for 30 s of virtual time.
+//! * `report/memory`: state held by one engine receiving deltas from 1,000 nodes × 200
+//!   methods, by `Engine::state_bytes` and by the process RSS.
+//!
+//! Run: `cargo bench -p ignite-core --bench engine -- [merge|verify|report]`.
+
+use criterion::{BatchSize, Criterion, Throughput};
+use ed25519_dalek::SigningKey;
+use ignite_core::crypto::{self, BatchItem};
+use ignite_core::profile::StoredDelta;
+use ignite_core::rng::SplitMix64;
+use ignite_core::tenancy::SignedCert;
+use ignite_core::wire::{self, Body, DeltaBatch, DeltaWire, Envelope, Limits, Sealer};
+use ignite_core::{
+    Accepted, Config, Counter, CounterKey, Engine, FunctionId, GroupId, Incarnation, MethodId, MethodProfiler,
+    MethodShape, NodeKey, Output, Peer, Roles, TenantCredentials, TenantRoot, TenantSecrets, Tier, Timestamp, TopicId,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::hint::black_box;
+use std::time::Instant;
+
+/// Start of virtual time.
+const T0: Timestamp = Timestamp(1_700_000_000_000);
+/// One day in ms (certificate validity).
+const DAY: u64 = 86_400_000;
+/// The time receivers are told it is in the timed benches: deltas are signed at
+/// `T0 + seq` ms, well before it, and certificates are valid.
+const NOW: Timestamp = Timestamp(T0.0 + DAY / 2);
+
+// ---------------------------------------------------------------------------------------
+// Fixtures: a tenant, its nodes, signed deltas and sealed messages.
+// ---------------------------------------------------------------------------------------
+
+/// A tenant as its administrator holds it.
+struct Tenant {
+    root: TenantRoot,
+    secrets: TenantSecrets,
+    sealer: Sealer,
+}
+
+/// A node's certificate and signing key in the tenant.
+struct Node {
+    cert: SignedCert,
+    key: SigningKey,
+}
+
+impl Tenant {
+    fn new() -> Tenant {
+        let secrets = TenantSecrets::from_seed(&[9; 32]);
+        Tenant {
+            root: TenantRoot::from_secret([7; 32]),
+            sealer: Sealer::new(&secrets),
+            secrets,
+        }
+    }
+
+    /// Node `index`: a key derived from the index, certified by the root for a day.
+    fn node(&self, index: u32) -> Node {
+        let mut seed = [0u8; 32];
+        seed[..4].copy_from_slice(&index.to_le_bytes());
+        let key = SigningKey::from_bytes(blake3::hash(&seed).as_bytes());
+        let cert = self.root.issue(
+            NodeKey(key.verifying_key().to_bytes()),
+            Roles::PROFILE,
+            T0,
+            T0.plus_ms(DAY),
+            u64::from(index),
+        );
+        Node { cert, key }
+    }
+
+    fn creds(&self, node: &Node) -> TenantCredentials {
+        TenantCredentials::new(node.cert, node.key.to_bytes(), self.secrets.clone()).expect("matching credentials")
+    }
+
+    /// An engine that joined the tenant as a node that never publishes.
+    fn receiver(&self) -> (Engine, TopicId) {
+        let mut engine = Engine::new(Config::default(), Incarnation(1)).expect("default config is valid");
+        let (_recorder, topic) = engine
+            .join_tenant(T0, self.creds(&self.node(u32::MAX)))
+            .expect("valid credentials");
+        (engine, topic)
+    }
+}
+
+fn bench_function_id() -> FunctionId {
+    FunctionId::from_deployment("bench-fn", b"bench deployment v1")
+}
+
+/// A function id no delta refers to: added to a batch it changes the plaintext, hence the
+/// envelope, without changing any delta.
+fn filler_function(i: u64) -> FunctionId {
+    let mut code = [0u8; 32];
+    code[..8].copy_from_slice(&i.to_le_bytes());
+    FunctionId { name: [0xEE; 16], code }
+}
+
+/// The first `n` methods (by id) that hash into `group`.
+fn methods_in_group(group: GroupId, n: usize) -> Vec<MethodId> {
+    let groups = Config::default().groups;
+    (0u32..)
+        .map(MethodId)
+        .filter(|m| GroupId::of(*m, groups) == group)
+        .take(n)
+        .collect()
+}
+
+fn key(method: MethodId, counter: Counter) -> CounterKey {
+    CounterKey {
+        method,
+        tier: Tier(0),
+        counter,
+    }
+}
+
+/// Invocation and back-edge counters at tier 0 of `methods`, sorted.
+fn inv_backedge_keys(methods: &[MethodId]) -> Vec<CounterKey> {
+    let mut keys: Vec<CounterKey> = methods
+        .iter()
+        .flat_map(|m| [key(*m, Counter::Invocations), key(*m, Counter::Backedges)])
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// The lane a delta belongs to, besides the signer.
+#[derive(Clone, Copy)]
+struct LaneSpec {
+    function: FunctionId,
+    incarnation: Incarnation,
+    group: GroupId,
+}
+
+/// Signs a delta exactly as a publishing engine does.
+fn sign_delta(
+    tenant: &Tenant,
+    node: &Node,
+    lane: LaneSpec,
+    seq: u32,
+    issued_at: Timestamp,
+    full: bool,
+    entries: &[(CounterKey, u64)],
+) -> StoredDelta {
+    let entries = wire::encode_entries(entries);
+    let signed = wire::signed_delta_bytes(
+        &tenant.root.id().0,
+        &node.cert.cert.node.0,
+        &lane.function,
+        lane.incarnation,
+        lane.group,
+        seq,
+        issued_at.as_millis(),
+        full,
+        &entries,
+    );
+    StoredDelta {
+        seq,
+        issued_at: issued_at.as_millis(),
+        full,
+        signature: crypto::sign(&node.key, &[], &signed),
+        entries,
+    }
+}
+
+/// Packs signed deltas (with their signers' certificates) into one body and seals it.
+/// `filler` adds unused function ids to make the envelope unique.
+fn seal_batch(tenant: &Tenant, items: &[(&SignedCert, LaneSpec, &StoredDelta)], filler: Option<FunctionId>) -> Vec<u8> {
+    let mut certs: Vec<SignedCert> = Vec::new();
+    let mut functions: Vec<FunctionId> = Vec::new();
+    let mut deltas = Vec::with_capacity(items.len());
+    for (cert, lane, delta) in items {
+        let signer = match certs.iter().position(|c| c.cert.node == cert.cert.node) {
+            Some(i) => i,
+            None => {
+                certs.push(**cert);
+                certs.len() - 1
+            }
+        };
+        let function = match functions.iter().position(|f| *f == lane.function) {
+            Some(i) => i,
+            None => {
+                functions.push(lane.function);
+                functions.len() - 1
+            }
+        };
+        deltas.push(DeltaWire {
+            signer: signer as u16,
+            function: function as u16,
+            incarnation: lane.incarnation,
+            group: lane.group,
+            seq: delta.seq,
+            issued_at: delta.issued_at,
+            full: delta.full,
+            entries: &delta.entries,
+            signature: delta.signature,
+        });
+    }
+    functions.extend(filler);
+    let body = Body::Deltas(DeltaBatch {
+        certs,
+        functions,
+        deltas,
+    });
+    let bytes = tenant.sealer.seal(&body.encode());
+    assert!(bytes.len() <= Limits::default().max_message_bytes, "message too large");
+    bytes
+}
+
+/// One node's lane, publishing a delta with every counter raised at each step.
+struct Stream {
+    node: Node,
+    lane: LaneSpec,
+    keys: Vec<CounterKey>,
+    seq: u32,
+    last: Option<StoredDelta>,
+}
+
+impl Stream {
+    fn new(tenant: &Tenant, node_index: u32, group: GroupId, entries: usize) -> Stream {
+        let methods = methods_in_group(group, entries.div_ceil(2));
+        let mut keys = inv_backedge_keys(&methods);
+        keys.truncate(entries);
+        Stream {
+            node: tenant.node(node_index),
+            lane: LaneSpec {
+                function: bench_function_id(),
+                incarnation: Incarnation(1),
+                group,
+            },
+            keys,
+            seq: 0,
+            last: None,
+        }
+    }
+
+    /// The next signed delta: in order, every counter higher than before, every 16th full
+    /// (like a publishing engine's default `full_every`).
+    fn next_delta(&mut self, tenant: &Tenant) -> &StoredDelta {
+        self.seq += 1;
+        let seq = u64::from(self.seq);
+        let entries: Vec<(CounterKey, u64)> = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (*k, 1_000 + i as u64 + seq * (1 + i as u64 % 7)))
+            .collect();
+        let full = self.seq % 16 == 1;
+        let delta = sign_delta(tenant, &self.node, self.lane, self.seq, T0.plus_ms(seq), full, &entries);
+        self.last.insert(delta)
+    }
+
+    fn last(&self) -> &StoredDelta {
+        self.last.as_ref().expect("a delta was made")
+    }
+}
+
+/// The next message of a stream: one new delta.
+fn next_message(tenant: &Tenant, s: &mut Stream) -> Vec<u8> {
+    s.next_delta(tenant);
+    seal_batch(tenant, &[(&s.node.cert, s.lane, s.last())], None)
+}
+
+/// The latest delta of each stream in one message (re-sealed with `filler` if given).
+fn batch_message(tenant: &Tenant, streams: &[Stream], filler: Option<FunctionId>) -> Vec<u8> {
+    let items: Vec<(&SignedCert, LaneSpec, &StoredDelta)> =
+        streams.iter().map(|s| (&s.node.cert, s.lane, s.last())).collect();
+    seal_batch(tenant, &items, filler)
+}
+
+/// Hands a message to the engine and drains what it wants done, like a driver.
+fn deliver(engine: &mut Engine, topic: &TopicId, now: Timestamp, bytes: &[u8]) -> Accepted {
+    let accepted = engine
+        .handle_message(now, Peer(1), Some(topic), bytes)
+        .expect("message accepted");
+    while engine.poll_output().is_some() {}
+    accepted
+}
+
+// ---------------------------------------------------------------------------------------
+// Timed benches.
+// ---------------------------------------------------------------------------------------
+
+/// Entries per delta in the merge benches.
+const MERGE_ENTRIES: usize = 1_000;
+
+fn bench_merge(c: &mut Criterion) {
+    let tenant = Tenant::new();
+    let (mut engine, topic) = tenant.receiver();
+    let mut stream = Stream::new(&tenant, 1, GroupId(0), MERGE_ENTRIES);
+    assert_eq!(stream.keys.len(), MERGE_ENTRIES);
+    // Warm the lane (and the certificate cache), as in steady state.
+    for _ in 0..32 {
+        let msg = next_message(&tenant, &mut stream);
+        assert_eq!(deliver(&mut engine, &topic, NOW, &msg).deltas_applied, 1);
+    }
+    let mut group = c.benchmark_group("merge");
+    group.throughput(Throughput::Elements(MERGE_ENTRIES as u64));
+
+    let applied_before = engine.stats().deltas_applied;
+    let mut delivered = 0u64;
+    group.bench_function("first_delivery", |b| {
+        b.iter_batched(
+            || next_message(&tenant, &mut stream),
+            |msg| {
+                delivered += 1;
+                deliver(&mut engine, &topic, NOW, &msg)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    assert_eq!(engine.stats().deltas_applied - applied_before, delivered);
+
+    // One more delta, held from now on; re-sealed in a new envelope for every iteration.
+    let held_msg = next_message(&tenant, &mut stream);
+    assert_eq!(deliver(&mut engine, &topic, NOW, &held_msg).deltas_applied, 1);
+    let dup_before = engine.stats().deltas_duplicate;
+    let verified_before = engine.stats().signatures_verified;
+    let mut filler = 0u64;
+    let mut delivered = 0u64;
+    group.bench_function("resealed_duplicate", |b| {
+        b.iter_batched(
+            || {
+                filler += 1;
+                batch_message(&tenant, std::slice::from_ref(&stream), Some(filler_function(filler)))
+            },
+            |msg| {
+                delivered += 1;
+                deliver(&mut engine, &topic, NOW, &msg)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    assert_eq!(engine.stats().deltas_duplicate - dup_before, delivered);
+    assert_eq!(engine.stats().signatures_verified, verified_before);
+
+    // The two steps the duplicate skips, alone, on the same delta.
+    let tenant_id = tenant.root.id();
+    let delta = stream.last().clone();
+    let signed = delta.signed_bytes(
+        &tenant_id,
+        &ignite_core::profile::LaneId {
+            function: stream.lane.function,
+            node: stream.node.cert.cert.node,
+            incarnation: stream.lane.incarnation,
+            group: stream.lane.group,
+        },
+    );
+    let item = [BatchItem {
+        key: stream.node.cert.cert.node.0,
+        signed: &signed,
+        sig: delta.signature,
+    }];
+    assert!(crypto::verify_many(&item).iter().all(|r| r.is_ok()));
+    group.bench_function("verify_1_signature", |b| {
+        b.iter(|| crypto::verify_many(black_box(&item)))
+    });
+    let limits = Limits::default();
+    group.bench_function("decode_entries", |b| {
+        b.iter(|| wire::decode_entries(black_box(&delta.entries), &limits).expect("decodes"))
+    });
+    group.finish();
+    assert!(engine.stats().rejected.is_empty(), "{:?}", engine.stats().rejected);
+}
+
+/// Entries per delta in the verify benches.
+const VERIFY_ENTRIES: usize = 100;
+/// Deltas (and distinct signers) in the batch message.
+const BATCH: usize = 64;
+
+fn bench_verify(c: &mut Criterion) {
+    let tenant = Tenant::new();
+    let (mut engine, topic) = tenant.receiver();
+    let mut group = c.benchmark_group("verify");
+
+    // One delta per message.
+    let mut single = Stream::new(&tenant, 1, GroupId(1), VERIFY_ENTRIES);
+    for _ in 0..32 {
+        let msg = next_message(&tenant, &mut single);
+        assert_eq!(deliver(&mut engine, &topic, NOW, &msg).deltas_applied, 1);
+    }
+    group.throughput(Throughput::Elements(1));
+    let applied_before = engine.stats().deltas_applied;
+    let mut delivered = 0u64;
+    group.bench_function("single/first", |b| {
+        b.iter_batched(
+            || next_message(&tenant, &mut single),
+            |msg| {
+                delivered += 1;
+                deliver(&mut engine, &topic, NOW, &msg)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    assert_eq!(engine.stats().deltas_applied - applied_before, delivered);
+
+    let held = next_message(&tenant, &mut single);
+    assert_eq!(deliver(&mut engine, &topic, NOW, &held).deltas_applied, 1);
+    let before = engine.stats().duplicate_messages;
+    let mut delivered = 0u64;
+    group.bench_function("single/cached_duplicate", |b| {
+        b.iter(|| {
+            delivered += 1;
+            deliver(&mut engine, &topic, NOW, black_box(&held))
+        })
+    });
+    assert_eq!(engine.stats().duplicate_messages - before, delivered);
+
+    let mut filler = 0u64;
+    let before = engine.stats().deltas_duplicate;
+    let verified_before = engine.stats().signatures_verified;
+    let mut delivered = 0u64;
+    group.bench_function("single/resealed_duplicate", |b| {
+        b.iter_batched(
+            || {
+                filler += 1;
+                batch_message(&tenant, std::slice::from_ref(&single), Some(filler_function(filler)))
+            },
+            |msg| {
+                delivered += 1;
+                deliver(&mut engine, &topic, NOW, &msg)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    assert_eq!(engine.stats().deltas_duplicate - before, delivered);
+    assert_eq!(engine.stats().signatures_verified, verified_before);
+
+    // 64 deltas from 64 nodes per message: batch verification.
+    let mut streams: Vec<Stream> = (0..BATCH as u32)
+        .map(|i| Stream::new(&tenant, 100 + i, GroupId(2), VERIFY_ENTRIES))
+        .collect();
+    let next_batch = |streams: &mut [Stream]| {
+        for s in streams.iter_mut() {
+            s.next_delta(&tenant);
+        }
+        batch_message(&tenant, streams, None)
+    };
+    for _ in 0..4 {
+        let msg = next_batch(&mut streams);
+        assert_eq!(deliver(&mut engine, &topic, NOW, &msg).deltas_applied, BATCH);
+    }
+    group.throughput(Throughput::Elements(BATCH as u64));
+    let applied_before = engine.stats().deltas_applied;
+    let mut delivered = 0u64;
+    group.bench_function("batch64/first", |b| {
+        b.iter_batched(
+            || next_batch(&mut streams),
+            |msg| {
+                delivered += 1;
+                deliver(&mut engine, &topic, NOW, &msg)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    assert_eq!(engine.stats().deltas_applied - applied_before, delivered * BATCH as u64);
+
+    let held = next_batch(&mut streams);
+    assert_eq!(deliver(&mut engine, &topic, NOW, &held).deltas_applied, BATCH);
+    group.bench_function("batch64/cached_duplicate", |b| {
+        b.iter(|| deliver(&mut engine, &topic, NOW, black_box(&held)))
+    });
+    let before = engine.stats().deltas_duplicate;
+    let verified_before = engine.stats().signatures_verified;
+    let mut delivered = 0u64;
+    group.bench_function("batch64/resealed_duplicate", |b| {
+        b.iter_batched(
+            || {
+                filler += 1;
+                batch_message(&tenant, &streams, Some(filler_function(filler)))
+            },
+            |msg| {
+                delivered += 1;
+                deliver(&mut engine, &topic, NOW, &msg)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    assert_eq!(engine.stats().deltas_duplicate - before, delivered * BATCH as u64);
+    assert_eq!(engine.stats().signatures_verified, verified_before);
+    group.finish();
+    assert!(engine.stats().rejected.is_empty(), "{:?}", engine.stats().rejected);
+}
+
+// ---------------------------------------------------------------------------------------
+// One-shot reports.
+// ---------------------------------------------------------------------------------------
+
+/// A Zipf(s) sampler over ranks `0..n` (rank 0 most frequent), by inverse CDF.
+struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: usize, s: f64) -> Zipf {
+        let mut acc = 0.0;
+        let mut cdf: Vec<f64> = (1..=n)
+            .map(|k| {
+                acc += 1.0 / (k as f64).powf(s);
+                acc
+            })
+            .collect();
+        for c in &mut cdf {
+            *c /= acc;
+        }
+        Zipf { cdf }
+    }
+
+    fn sample(&self, rng: &mut SplitMix64) -> usize {
+        let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        self.cdf.partition_point(|c| *c <= u).min(self.cdf.len() - 1)
+    }
+}
+
+/// A fixed permutation of `0..n`, so that hot methods are spread over method ids and groups.
+fn permutation(n: usize, seed: u64) -> Vec<u32> {
+    let mut ids: Vec<u32> = (0..n as u32).collect();
+    let mut rng = SplitMix64::new(seed);
+    for i in (1..n).rev() {
+        ids.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    ids
+}
+
+const METHODS: usize = 200;
+const METHODS_PER_INVOCATION: usize = 20;
+const PUBLICATIONS: u64 = 30;
+
+/// Where the published bytes went, summed over every published message.
+#[derive(Default, Debug)]
+struct Breakdown {
+    messages: u64,
+    bytes: u64,
+    /// Envelope: version, tag, epoch, nonce, length prefix and the AEAD tag.
+    envelope: u64,
+    /// Encoded certificates.
+    certs: u64,
+    /// Encoded function ids.
+    functions: u64,
+    /// Encoded entries (what the signatures cover besides the header).
+    entries_bytes: u64,
+    /// Delta framing: indexes, incarnation, group, seq, time, flag, signature, lengths.
+    delta_headers: u64,
+    deltas: u64,
+    entries: u64,
+    full_entries: u64,
+}
+
+impl Breakdown {
+    fn add(&mut self, sealer: &Sealer, bytes: &[u8]) {
+        let limits = Limits::default();
+        let env = Envelope::decode(bytes, &limits).expect("own message decodes");
+        let plain = sealer.open(&env).expect("own message opens");
+        let Body::Deltas(batch) = Body::decode(&plain, &limits).expect("own body decodes") else {
+            return;
+        };
+        let certs: u64 = batch
+            .certs
+            .iter()
+            .map(|c| postcard::to_allocvec(c).expect("encodes").len() as u64)
+            .sum();
+        let functions: u64 = batch
+            .functions
+            .iter()
+            .map(|f| postcard::to_allocvec(f).expect("encodes").len() as u64)
+            .sum();
+        let entries_bytes: u64 = batch.deltas.iter().map(|d| d.entries.len() as u64).sum();
+        self.messages += 1;
+        self.bytes += bytes.len() as u64;
+        self.envelope += (bytes.len() - plain.len()) as u64;
+        self.certs += certs;
+        self.functions += functions;
+        self.entries_bytes += entries_bytes;
+        self.delta_headers += plain.len() as u64 - certs - functions - entries_bytes;
+        for d in &batch.deltas {
+            let n = wire::decode_entries(d.entries, &limits).expect("entries decode").len() as u64;
+            self.deltas += 1;
+            self.entries += n;
+            if d.full {
+                self.full_entries += n;
+            }
+        }
+    }
+}
+
+/// Runs one publishing engine for 30 s of virtual time; returns (published bytes, published
+/// entries as the engine counts them, counters that really changed, breakdown).
+fn publication_run(shape: MethodShape, invocations_per_s: u32) -> (u64, u64, u64, Breakdown) {
+    let tenant = Tenant::new();
+    let mut engine = Engine::new(Config::default(), Incarnation(1)).expect("default config is valid");
+    let (recorder, _topic) = engine
+        .join_tenant(T0, tenant.creds(&tenant.node(0)))
+        .expect("valid credentials");
+    let function = bench_function_id();
+    let profilers: Vec<MethodProfiler> = permutation(METHODS, 11)
+        .into_iter()
+        .map(|m| {
+            recorder
+                .method(function, MethodId(m), Tier(0), shape)
+                .expect("registers")
+        })
+        .collect();
+    let zipf = Zipf::new(METHODS, 1.0);
+    let mut rng = SplitMix64::new(42);
+    let mut breakdown = Breakdown::default();
+    let mut previous: BTreeMap<CounterKey, u64> = BTreeMap::new();
+    let mut changed = 0u64;
+    for second in 0..PUBLICATIONS {
+        for _ in 0..invocations_per_s {
+            for _ in 0..METHODS_PER_INVOCATION {
+                let p = &profilers[zipf.sample(&mut rng)];
+                p.record_invocation();
+                p.record_backedges(rng.below(64));
+                for site in 0..shape.branch_sites {
+                    p.record_branch(site, rng.below(10) < 7);
+                }
+                for site in 0..shape.call_sites {
+                    // Mostly monomorphic sites, with a tail of other receiver types.
+                    let type_id = match rng.below(100) {
+                        0..90 => u32::from(site),
+                        90..98 => 100 + u32::from(site),
+                        r => 1_000 + r as u32,
+                    };
+                    p.record_receiver(site, type_id);
+                }
+            }
+        }
+        // Ground truth: counters that changed since the previous publication.
+        let mut current = BTreeMap::new();
+        recorder.visit(|_, k, v| {
+            current.insert(k, v);
+        });
+        changed += current.iter().filter(|(k, v)| previous.get(k) != Some(v)).count() as u64;
+        previous = current;
+        let until = T0.plus_ms((second + 1) * 1_000);
+        while let Some(t) = engine.poll_timeout().filter(|t| *t <= until) {
+            engine.handle_timeout(t);
+            while let Some(out) = engine.poll_output() {
+                if let Output::Publish { bytes, .. } = out {
+                    breakdown.add(&tenant.sealer, &bytes);
+                }
+            }
+        }
+    }
+    let stats = engine.stats();
+    assert_eq!(stats.published_bytes, breakdown.bytes);
+    assert_eq!(stats.published_messages, PUBLICATIONS, "one message per publication");
+    (stats.published_bytes, stats.published_entries, changed, breakdown)
+}
+
+fn report_bytes() {
+    println!(
+        "report/bytes_per_counter: 200 methods, {METHODS_PER_INVOCATION} Zipf(1.0) methods per invocation, publishing every 1 s for {PUBLICATIONS} s (target <= 8 B per changed counter)"
+    );
+    let shapes = [
+        ("invocations+backedges", MethodShape::default()),
+        (
+            "+2 branch sites, 1 call site",
+            MethodShape {
+                branch_sites: 2,
+                call_sites: 1,
+            },
+        ),
+    ];
+    for (name, shape) in shapes {
+        for rate in [10, 100, 1_000] {
+            let start = Instant::now();
+            let (bytes, entries, changed, b) = publication_run(shape, rate);
+            let per = |n: u64| n as f64 / changed as f64;
+            println!(
+                "report/bytes_per_counter/{name}/{rate}_inv_per_s: {:.2} B per published entry \
+                 ({bytes} B / {entries} entries, {} in full deltas); {:.2} B per changed counter \
+                 ({changed} changed); per changed counter: entries {:.2}, delta headers+sigs {:.2} \
+                 ({} deltas), cert {:.2}, function id {:.2}, envelope+AEAD {:.2} [{:.1} ms]",
+                bytes as f64 / entries as f64,
+                b.full_entries,
+                per(bytes),
+                per(b.entries_bytes),
+                per(b.delta_headers),
+                b.deltas,
+                per(b.certs),
+                per(b.functions),
+                per(b.envelope),
+                start.elapsed().as_secs_f64() * 1e3,
+            );
+            if b.entries != entries {
+                println!(
+                    "report/bytes_per_counter/{name}/{rate}_inv_per_s: NOTE engine counted {entries} published \
+                     entries, the messages hold {}",
+                    b.entries
+                );
+            }
+        }
+    }
+}
+
+/// The process's resident set size in bytes, from /proc/self/status.
+fn vm_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+const FLEET: u32 = 1_000;
+
+fn report_memory() {
+    println!(
+        "report/memory: one receiver, {FLEET} nodes x {METHODS} methods x {{invocations, backedges}} at tier 0, \
+         one function, default config (4 groups) (target <= 8 MiB)"
+    );
+    println!(
+        "report/memory: size_of (CounterKey, u64) = {} B, StoredDelta = {} B",
+        std::mem::size_of::<(CounterKey, u64)>(),
+        std::mem::size_of::<StoredDelta>()
+    );
+    let tenant = Tenant::new();
+    let function = bench_function_id();
+    let groups = Config::default().groups;
+    let all_methods: Vec<MethodId> = (0..METHODS as u32).map(MethodId).collect();
+    let lanes: Vec<(LaneSpec, Vec<CounterKey>)> = (0..groups)
+        .map(|g| {
+            let group = GroupId(g);
+            let methods: Vec<MethodId> = all_methods
+                .iter()
+                .copied()
+                .filter(|m| GroupId::of(*m, groups) == group)
+                .collect();
+            let lane = LaneSpec {
+                function,
+                incarnation: Incarnation(1),
+                group,
+            };
+            (lane, inv_backedge_keys(&methods))
+        })
+        .collect();
+    let counters: usize = lanes.iter().map(|(_, k)| k.len()).sum();
+    assert_eq!(counters, 2 * METHODS);
+
+    let start = Instant::now();
+    let nodes: Vec<Node> = (0..FLEET).map(|i| tenant.node(1 + i)).collect();
+    let mut rng = SplitMix64::new(5);
+    // Each node's current values, per lane.
+    let mut values: Vec<Vec<Vec<(CounterKey, u64)>>> = nodes
+        .iter()
+        .map(|_| {
+            lanes
+                .iter()
+                .map(|(_, keys)| keys.iter().map(|k| (*k, 1 + rng.below(100_000))).collect())
+                .collect()
+        })
+        .collect();
+    let round_messages = |round: u32, changes: &[Vec<Vec<(CounterKey, u64)>>]| -> Vec<Vec<u8>> {
+        nodes
+            .iter()
+            .zip(changes)
+            .map(|(node, per_lane)| {
+                let deltas: Vec<(LaneSpec, StoredDelta)> = lanes
+                    .iter()
+                    .zip(per_lane)
+                    .filter(|(_, entries)| !entries.is_empty())
+                    .map(|((lane, _), entries)| {
+                        let at = T0.plus_ms(u64::from(round) * 1_000);
+                        (*lane, sign_delta(&tenant, node, *lane, round, at, round == 1, entries))
+                    })
+                    .collect();
+                let items: Vec<(&SignedCert, LaneSpec, &StoredDelta)> =
+                    deltas.iter().map(|(lane, d)| (&node.cert, *lane, d)).collect();
+                seal_batch(&tenant, &items, None)
+            })
+            .collect()
+    };
+    let messages = round_messages(1, &values);
+    let build = start.elapsed();
+    let wire_bytes: usize = messages.iter().map(Vec::len).sum();
+
+    let (mut engine, topic) = tenant.receiver();
+    let rss_before = vm_rss();
+    let start = Instant::now();
+    let mut now = T0.plus_ms(1_000);
+    for m in &messages {
+        assert_eq!(deliver(&mut engine, &topic, now, m).deltas_applied, lanes.len());
+    }
+    let ingest = start.elapsed();
+    let rss_after = vm_rss();
+    drop(messages);
+    let state = engine.state_bytes() as u64;
+    let held = FLEET as u64 * counters as u64;
+    println!(
+        "report/memory/full_deltas: state_bytes {state} B = {:.2} MiB ({:.1} B per held counter, {held} counters); \
+         RSS delta {}; built {FLEET} nodes' signed deltas ({} signatures + {FLEET} certificates, {:.2} MiB on the \
+         wire) in {:.0} ms, ingested in {:.0} ms ({:.1} us per message)",
+        mib(state),
+        state as f64 / held as f64,
+        rss_delta(rss_before, rss_after),
+        FLEET as usize * lanes.len(),
+        mib(wire_bytes as u64),
+        build.as_secs_f64() * 1e3,
+        ingest.as_secs_f64() * 1e3,
+        ingest.as_secs_f64() * 1e6 / f64::from(FLEET),
+    );
+
+    // Steady state just before the next full delta: 15 more partial deltas per lane (the
+    // default `full_every` is 16), each raising the counters of the methods one node's
+    // traffic touched in a second (200 Zipf(1.0) draws).
+    let zipf = Zipf::new(METHODS, 1.0);
+    let order = permutation(METHODS, 11);
+    let (mut build, mut ingest) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    let mut partial_entries = 0u64;
+    for round in 2..=16u32 {
+        let start = Instant::now();
+        let changes: Vec<Vec<Vec<(CounterKey, u64)>>> = values
+            .iter_mut()
+            .map(|per_lane| {
+                let touched: BTreeSet<MethodId> = (0..200).map(|_| MethodId(order[zipf.sample(&mut rng)])).collect();
+                per_lane
+                    .iter_mut()
+                    .map(|lane_values| {
+                        let mut out = Vec::new();
+                        for (k, v) in lane_values.iter_mut() {
+                            if touched.contains(&k.method) {
+                                *v += 1 + rng.below(50);
+                                out.push((*k, *v));
+                            }
+                        }
+                        out
+                    })
+                    .collect()
+            })
+            .collect();
+        partial_entries += changes.iter().flatten().map(|l| l.len() as u64).sum::<u64>();
+        let messages = round_messages(round, &changes);
+        build += start.elapsed();
+        now = T0.plus_ms(u64::from(round) * 1_000);
+        let start = Instant::now();
+        for m in &messages {
+            assert!(deliver(&mut engine, &topic, now, m).deltas_applied > 0);
+        }
+        ingest += start.elapsed();
+    }
+    let rss_after = vm_rss();
+    let state = engine.state_bytes() as u64;
+    println!(
+        "report/memory/after_16_rounds: state_bytes {state} B = {:.2} MiB ({:.1} B per held counter); RSS delta \
+         since before ingest {}; 15 rounds of partial deltas ({partial_entries} entries) built in {:.0} ms, \
+         ingested in {:.0} ms",
+        mib(state),
+        state as f64 / held as f64,
+        rss_delta(rss_before, rss_after),
+        build.as_secs_f64() * 1e3,
+        ingest.as_secs_f64() * 1e3,
+    );
+    assert!(engine.stats().rejected.is_empty(), "{:?}", engine.stats().rejected);
+}
+
+fn rss_delta(before: Option<u64>, after: Option<u64>) -> String {
+    match (before, after) {
+        (Some(b), Some(a)) => format!("{:.2} MiB", mib(a.saturating_sub(b))),
+        _ => "unavailable".to_owned(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Entry point.
+// ---------------------------------------------------------------------------------------
+
+/// Criterion options that take a value (so the value is not taken for the filter).
+const VALUE_OPTIONS: &[&str] = &[
+    "-c",
+    "--color",
+    "-s",
+    "--save-baseline",
+    "-b",
+    "--baseline",
+    "--baseline-lenient",
+    "--format",
+    "--profile-time",
+    "--load-baseline",
+    "--sample-size",
+    "--warm-up-time",
+    "--measurement-time",
+    "--nresamples",
+    "--noise-threshold",
+    "--confidence-level",
+    "--significance-level",
+    "--plotting-backend",
+    "--output-format",
+];
+
+/// The benchmark filter given on the command line, if any.
+fn cli_filter(args: &[String]) -> Option<&str> {
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        if VALUE_OPTIONS.contains(&a) {
+            i += 2;
+            continue;
+        }
+        if !a.starts_with('-') {
+            return Some(a);
+        }
+        i += 1;
+    }
+    None
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `--test` (cargo test --benches), `--list` and profiling runs skip the reports.
+    let reports = !args
+        .iter()
+        .any(|a| a == "--test" || a == "--list" || a.starts_with("--profile-time"));
+    let filter = cli_filter(&args);
+    let wants = |name: &str| filter.is_none_or(|f| name.contains(f));
+    if reports && wants("report/memory") {
+        report_memory();
+    }
+    if reports && wants("report/bytes_per_counter") {
+        report_bytes();
+    }
+    let mut c = Criterion::default().configure_from_args();
+    bench_merge(&mut c);
+    bench_verify(&mut c);
+    c.final_summary();
+}
