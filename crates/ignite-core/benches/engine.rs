@@ -11,7 +11,7 @@
 //!   verify_1_signature` is what decoding and merging the entries costs.
 //! * `verify/*`: first delivery, exact duplicate (envelope cache) and re-sealed duplicate
 //!   (delta cache) of a one-delta message and of a 64-delta message from 64 nodes (batch
-//!   verification).
+//!   verification), and 64 one-delta messages handed over together (`handle_messages`).
 //!
 //! One-shot reports, printed before the timed benches (`-- report` runs only them):
 //!
@@ -30,8 +30,9 @@ use ignite_core::rng::SplitMix64;
 use ignite_core::tenancy::SignedCert;
 use ignite_core::wire::{self, Body, DeltaBatch, DeltaWire, Envelope, Limits, Sealer};
 use ignite_core::{
-    Accepted, Config, Counter, CounterKey, Engine, FunctionId, GroupId, Incarnation, MethodId, MethodProfiler,
-    MethodShape, NodeKey, Output, Peer, Roles, TenantCredentials, TenantRoot, TenantSecrets, Tier, Timestamp, TopicId,
+    Accepted, Config, Counter, CounterKey, Engine, FunctionId, GroupId, Incarnation, Incoming, MethodId,
+    MethodProfiler, MethodShape, NodeKey, Output, Peer, Roles, TenantCredentials, TenantRoot, TenantSecrets, Tier,
+    Timestamp, TopicId,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
@@ -495,6 +496,53 @@ fn bench_verify(c: &mut Criterion) {
     });
     assert_eq!(engine.stats().deltas_duplicate - before, delivered * BATCH as u64);
     assert_eq!(engine.stats().signatures_verified, verified_before);
+
+    // 64 one-delta messages from 64 nodes handed over together (`handle_messages`): the
+    // engine batch-verifies across messages.
+    let mut senders: Vec<Stream> = (0..BATCH as u32)
+        .map(|i| Stream::new(&tenant, 200 + i, GroupId(3), VERIFY_ENTRIES))
+        .collect();
+    let next_messages =
+        |senders: &mut [Stream]| -> Vec<Vec<u8>> { senders.iter_mut().map(|s| next_message(&tenant, s)).collect() };
+    let deliver_all = |engine: &mut Engine, messages: &[Vec<u8>]| -> usize {
+        let incoming: Vec<Incoming<'_>> = messages
+            .iter()
+            .map(|bytes| Incoming {
+                from: Peer(1),
+                topic: Some(&topic),
+                bytes,
+            })
+            .collect();
+        let applied = engine
+            .handle_messages(NOW, &incoming)
+            .into_iter()
+            .map(|r| r.expect("message accepted").deltas_applied)
+            .sum();
+        while engine.poll_output().is_some() {}
+        applied
+    };
+    for _ in 0..4 {
+        let messages = next_messages(&mut senders);
+        assert_eq!(deliver_all(&mut engine, &messages), BATCH);
+    }
+    let applied_before = engine.stats().deltas_applied;
+    let verified_before = engine.stats().signatures_verified;
+    let mut delivered = 0u64;
+    group.bench_function("messages64/first", |b| {
+        b.iter_batched(
+            || next_messages(&mut senders),
+            |messages| {
+                delivered += 1;
+                deliver_all(&mut engine, &messages)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    assert_eq!(engine.stats().deltas_applied - applied_before, delivered * BATCH as u64);
+    assert_eq!(
+        engine.stats().signatures_verified - verified_before,
+        delivered * BATCH as u64
+    );
     group.finish();
     assert!(engine.stats().rejected.is_empty(), "{:?}", engine.stats().rejected);
 }
@@ -725,15 +773,40 @@ fn mib(bytes: u64) -> f64 {
 
 const FLEET: u32 = 1_000;
 
+/// Signed messages of one round of a fleet, and the heap bytes their deltas take once
+/// stored by a receiver (encoded entries plus the `StoredDelta` itself).
+struct Round {
+    messages: Vec<Vec<u8>>,
+    stored_bytes: u64,
+}
+
+/// The receiver's state after a round, as `report_memory` prints it.
+fn print_state(label: &str, engine: &Engine, held: u64, stored: u64, rss: String, detail: String) {
+    let state = engine.state_bytes() as u64;
+    let certs = (FLEET as u64 + 1) * (std::mem::size_of::<SignedCert>() as u64 + 48);
+    println!(
+        "report/memory/{label}: state_bytes {state} B = {:.2} MiB ({:.1} B per held counter); of which stored \
+         signed deltas {:.2} MiB, certificates {:.2} MiB, counter values + lane/sum overhead {:.2} MiB \
+         (values alone at 24 B per counter: {:.2} MiB); RSS delta since before ingest {rss}; {detail}",
+        mib(state),
+        state as f64 / held as f64,
+        mib(stored),
+        mib(certs),
+        mib(state.saturating_sub(stored + certs)),
+        mib(held * 24),
+    );
+}
+
 fn report_memory() {
     println!(
         "report/memory: one receiver, {FLEET} nodes x {METHODS} methods x {{invocations, backedges}} at tier 0, \
-         one function, default config (4 groups) (target <= 8 MiB)"
+         one function, default config (4 groups, full_every 16) (target <= 8 MiB)"
     );
     println!(
-        "report/memory: size_of (CounterKey, u64) = {} B, StoredDelta = {} B",
+        "report/memory: size_of (CounterKey, u64) = {} B, StoredDelta = {} B, SignedCert = {} B",
         std::mem::size_of::<(CounterKey, u64)>(),
-        std::mem::size_of::<StoredDelta>()
+        std::mem::size_of::<StoredDelta>(),
+        std::mem::size_of::<SignedCert>()
     );
     let tenant = Tenant::new();
     let function = bench_function_id();
@@ -757,6 +830,7 @@ fn report_memory() {
         .collect();
     let counters: usize = lanes.iter().map(|(_, k)| k.len()).sum();
     assert_eq!(counters, 2 * METHODS);
+    let held = FLEET as u64 * counters as u64;
 
     let start = Instant::now();
     let nodes: Vec<Node> = (0..FLEET).map(|i| tenant.node(1 + i)).collect();
@@ -771,8 +845,10 @@ fn report_memory() {
                 .collect()
         })
         .collect();
-    let round_messages = |round: u32, changes: &[Vec<Vec<(CounterKey, u64)>>]| -> Vec<Vec<u8>> {
-        nodes
+    // One message per node holding its deltas of the round (one per lane with changes).
+    let make_round = |round: u32, full: bool, changes: &[Vec<Vec<(CounterKey, u64)>>]| -> Round {
+        let mut stored_bytes = 0u64;
+        let messages = nodes
             .iter()
             .zip(changes)
             .map(|(node, per_lane)| {
@@ -782,53 +858,63 @@ fn report_memory() {
                     .filter(|(_, entries)| !entries.is_empty())
                     .map(|((lane, _), entries)| {
                         let at = T0.plus_ms(u64::from(round) * 1_000);
-                        (*lane, sign_delta(&tenant, node, *lane, round, at, round == 1, entries))
+                        (*lane, sign_delta(&tenant, node, *lane, round, at, full, entries))
                     })
                     .collect();
+                stored_bytes += deltas
+                    .iter()
+                    .map(|(_, d)| (d.entries.len() + std::mem::size_of::<StoredDelta>()) as u64)
+                    .sum::<u64>();
                 let items: Vec<(&SignedCert, LaneSpec, &StoredDelta)> =
                     deltas.iter().map(|(lane, d)| (&node.cert, *lane, d)).collect();
                 seal_batch(&tenant, &items, None)
             })
-            .collect()
+            .collect();
+        Round { messages, stored_bytes }
     };
-    let messages = round_messages(1, &values);
+    let first = make_round(1, true, &values);
     let build = start.elapsed();
-    let wire_bytes: usize = messages.iter().map(Vec::len).sum();
+    let wire_bytes: usize = first.messages.iter().map(Vec::len).sum();
 
     let (mut engine, topic) = tenant.receiver();
     let rss_before = vm_rss();
     let start = Instant::now();
-    let mut now = T0.plus_ms(1_000);
-    for m in &messages {
-        assert_eq!(deliver(&mut engine, &topic, now, m).deltas_applied, lanes.len());
+    for m in &first.messages {
+        assert_eq!(
+            deliver(&mut engine, &topic, T0.plus_ms(1_000), m).deltas_applied,
+            lanes.len()
+        );
     }
     let ingest = start.elapsed();
-    let rss_after = vm_rss();
-    drop(messages);
-    let state = engine.state_bytes() as u64;
-    let held = FLEET as u64 * counters as u64;
-    println!(
-        "report/memory/full_deltas: state_bytes {state} B = {:.2} MiB ({:.1} B per held counter, {held} counters); \
-         RSS delta {}; built {FLEET} nodes' signed deltas ({} signatures + {FLEET} certificates, {:.2} MiB on the \
-         wire) in {:.0} ms, ingested in {:.0} ms ({:.1} us per message)",
-        mib(state),
-        state as f64 / held as f64,
-        rss_delta(rss_before, rss_after),
-        FLEET as usize * lanes.len(),
-        mib(wire_bytes as u64),
-        build.as_secs_f64() * 1e3,
-        ingest.as_secs_f64() * 1e3,
-        ingest.as_secs_f64() * 1e6 / f64::from(FLEET),
+    let mut stored = first.stored_bytes;
+    print_state(
+        "1_full_delta_per_lane",
+        &engine,
+        held,
+        stored,
+        rss_delta(rss_before, vm_rss()),
+        format!(
+            "built {FLEET} nodes' signed deltas ({} signatures + {FLEET} certificates, {:.2} MiB on the wire) in \
+             {:.0} ms, ingested in {:.0} ms ({:.1} us per message)",
+            FLEET as usize * lanes.len(),
+            mib(wire_bytes as u64),
+            build.as_secs_f64() * 1e3,
+            ingest.as_secs_f64() * 1e3,
+            ingest.as_secs_f64() * 1e6 / f64::from(FLEET),
+        ),
     );
+    drop(first);
 
-    // Steady state just before the next full delta: 15 more partial deltas per lane (the
-    // default `full_every` is 16), each raising the counters of the methods one node's
-    // traffic touched in a second (200 Zipf(1.0) draws).
+    // Steady state: 15 partial deltas per lane (rounds 2..=16), each raising the counters of
+    // the methods one node's traffic touched in a second (200 Zipf(1.0) draws); the state
+    // just before the next full delta is the largest an honest fleet makes a lane hold.
+    // Round 17 is full (every counter), as the default `full_every` of 16 makes it.
     let zipf = Zipf::new(METHODS, 1.0);
     let order = permutation(METHODS, 11);
     let (mut build, mut ingest) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     let mut partial_entries = 0u64;
-    for round in 2..=16u32 {
+    for round in 2..=17u32 {
+        let full = round == 17;
         let start = Instant::now();
         let changes: Vec<Vec<Vec<(CounterKey, u64)>>> = values
             .iter_mut()
@@ -841,6 +927,8 @@ fn report_memory() {
                         for (k, v) in lane_values.iter_mut() {
                             if touched.contains(&k.method) {
                                 *v += 1 + rng.below(50);
+                            }
+                            if full || touched.contains(&k.method) {
                                 out.push((*k, *v));
                             }
                         }
@@ -849,29 +937,55 @@ fn report_memory() {
                     .collect()
             })
             .collect();
-        partial_entries += changes.iter().flatten().map(|l| l.len() as u64).sum::<u64>();
-        let messages = round_messages(round, &changes);
+        let r = make_round(round, full, &changes);
         build += start.elapsed();
-        now = T0.plus_ms(u64::from(round) * 1_000);
+        let now = T0.plus_ms(u64::from(round) * 1_000);
         let start = Instant::now();
-        for m in &messages {
+        for m in &r.messages {
             assert!(deliver(&mut engine, &topic, now, m).deltas_applied > 0);
         }
         ingest += start.elapsed();
+        if full {
+            stored = r.stored_bytes;
+            print_state(
+                "after_full_round_17",
+                &engine,
+                held,
+                stored,
+                rss_delta(rss_before, vm_rss()),
+                "every lane holds one full delta again".to_owned(),
+            );
+        } else {
+            stored += r.stored_bytes;
+            partial_entries += changes.iter().flatten().map(|l| l.len() as u64).sum::<u64>();
+        }
+        if round == 16 {
+            print_state(
+                "after_16_rounds",
+                &engine,
+                held,
+                stored,
+                rss_delta(rss_before, vm_rss()),
+                format!(
+                    "1 full + 15 partial deltas per lane ({partial_entries} partial entries); rounds 2..=16 built in \
+                     {:.0} ms, ingested in {:.0} ms",
+                    build.as_secs_f64() * 1e3,
+                    ingest.as_secs_f64() * 1e3
+                ),
+            );
+        }
     }
-    let rss_after = vm_rss();
-    let state = engine.state_bytes() as u64;
+    let s = engine.stats();
+    // Hash caches are not part of `state_bytes`: each entry is a 32-byte hash in a BTreeSet
+    // and again in a VecDeque.
     println!(
-        "report/memory/after_16_rounds: state_bytes {state} B = {:.2} MiB ({:.1} B per held counter); RSS delta \
-         since before ingest {}; 15 rounds of partial deltas ({partial_entries} entries) built in {:.0} ms, \
-         ingested in {:.0} ms",
-        mib(state),
-        state as f64 / held as f64,
-        rss_delta(rss_before, rss_after),
-        build.as_secs_f64() * 1e3,
-        ingest.as_secs_f64() * 1e3,
+        "report/memory: not in state_bytes: duplicate caches (message hashes seen {}, delta hashes <= {} of \
+         cap {}), about 80 B per entry",
+        s.messages_in - s.duplicate_messages,
+        (s.deltas_applied + s.deltas_duplicate).min(Config::default().seen_cache as u64),
+        Config::default().seen_cache
     );
-    assert!(engine.stats().rejected.is_empty(), "{:?}", engine.stats().rejected);
+    assert!(s.rejected.is_empty(), "{:?}", s.rejected);
 }
 
 fn rss_delta(before: Option<u64>, after: Option<u64>) -> String {

@@ -53,11 +53,13 @@ pub enum SigError {
     /// The public key is not a valid curve point encoding.
     #[error("public key is not a valid point")]
     BadKey,
-    /// The public key has small order (a weak key: signatures under it are forgeable).
-    #[error("public key is weak (small order)")]
+    /// The public key has small order (signatures under it are forgeable) or a torsion
+    /// component.
+    #[error("public key is weak (small order or torsion component)")]
     WeakKey,
-    /// The signature's R component has small order or is not a canonical point.
-    #[error("signature R is of small order or not a point")]
+    /// The signature's R component is not a point, has small order, or has a torsion
+    /// component.
+    #[error("signature R is not a point of the prime-order subgroup")]
     SmallOrderR,
     /// The signature does not verify.
     #[error("signature does not verify")]
@@ -78,14 +80,22 @@ pub fn strict_key(bytes: &[u8; 32]) -> Result<VerifyingKey, SigError> {
     if key.is_weak() {
         return Err(SigError::WeakKey);
     }
+    // A key with a torsion component verifies differently in single and batch
+    // (cofactorless vs random-linear-combination) verification: refuse it.
+    if !key.to_edwards().is_torsion_free() {
+        return Err(SigError::WeakKey);
+    }
     Ok(key)
 }
 
-/// Rejects a signature whose R is not a point or has small order. `verify_batch` does not
-/// check this, so it runs before every batch.
+/// Rejects a signature whose R is not a point of the prime-order subgroup. `verify_batch`
+/// does not check this, so it runs before every batch.
 pub fn check_r(sig: &SigBytes) -> Result<(), SigError> {
+    // Small-order R is refused by `verify_strict` but not by `verify_batch`; an R with a
+    // torsion component can pass a batch while failing alone. Refusing both makes batch and
+    // single verification agree.
     match CompressedEdwardsY(sig.0).decompress() {
-        Some(p) if !p.is_small_order() => Ok(()),
+        Some(p) if !p.is_small_order() && p.is_torsion_free() => Ok(()),
         _ => Err(SigError::SmallOrderR),
     }
 }

@@ -172,23 +172,35 @@ impl Engine {
         {
             return Err(Rejection::OtherDeployment);
         }
+        if t.revocations.contains(&lane.node) {
+            return Err(CertError::Revoked.into());
+        }
+        if t.banned.contains(&lane.node) {
+            return Err(Rejection::Banned);
+        }
         let entries = wire::decode_entries(&stored.entries, &limits)?;
-        if !t.functions.contains_key(&lane.function) && t.functions.len() >= max_functions {
-            return Err(Rejection::Limit("functions per tenant"));
-        }
-        let state = t.functions.entry(lane.function).or_default();
-        if state.lane(lane.node, lane.incarnation, lane.group).is_none() && state.lanes_of_node(&lane.node) >= max_lanes
-        {
-            return Err(Rejection::Limit("incarnations per node"));
-        }
         let groups = self.config.groups;
         if entries.iter().any(|(k, _)| GroupId::of(k.method, groups) != lane.group) {
             return Err(crate::wire::WireError::Malformed("entry outside its method group".into()).into());
         }
-        let new_keys = entries.iter().filter(|(k, _)| !state.sums.contains_key(k)).count();
-        if new_keys > 0 && state.sums.len() + new_keys > max_counters {
-            return Err(Rejection::Limit("counters per function"));
+        // Every bound is checked before anything is created, so a refused delta leaves no trace.
+        match t.functions.get(&lane.function) {
+            None if t.functions.len() >= max_functions => return Err(Rejection::Limit("functions per tenant")),
+            None if entries.len() > max_counters => return Err(Rejection::Limit("counters per function")),
+            None => {}
+            Some(state) => {
+                if state.lane(lane.node, lane.incarnation, lane.group).is_none()
+                    && state.lanes_of_node(&lane.node) >= max_lanes
+                {
+                    return Err(Rejection::Limit("incarnations per node"));
+                }
+                let new_keys = entries.iter().filter(|(k, _)| !state.sums.contains_key(k)).count();
+                if new_keys > 0 && state.sums.len() + new_keys > max_counters {
+                    return Err(Rejection::Limit("counters per function"));
+                }
+            }
         }
+        let state = t.functions.entry(lane.function).or_default();
         let lifetime_ms = stored.issued_at.saturating_sub(signer.cert.not_before.as_millis());
         let out = state.apply(lane, &stored, &entries, &limits, |_, held, proposed, interval_ms| {
             cap_cfg.allowed(held, proposed, interval_ms, lifetime_ms)

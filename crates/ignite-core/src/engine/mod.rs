@@ -516,6 +516,9 @@ impl Engine {
                 Err(e) => results.push(Some(Err(e))),
             }
         }
+        // Consecutive delta batches are verified together; a control message (revocation,
+        // anti-entropy) first flushes the batches before it, so the order of effects is the
+        // order of the messages.
         let mut batches = Vec::new();
         let mut batch_of = Vec::new();
         for (i, tag, plain) in &opened {
@@ -525,7 +528,14 @@ impl Engine {
                     batches.push((*tag, batch));
                     batch_of.push(*i);
                 }
-                other => results[*i] = Some(self.handle_control(*tag, from, other)),
+                other => {
+                    let applied = self.ingest_batches(now, &batches);
+                    for (j, r) in batch_of.drain(..).zip(applied) {
+                        results[j] = Some(r);
+                    }
+                    batches.clear();
+                    results[*i] = Some(self.handle_control(*tag, from, other));
+                }
             }
         }
         let applied = self.ingest_batches(now, &batches);
