@@ -503,10 +503,12 @@ impl Engine {
         self.stats.messages_in += messages.len() as u64;
         let mut results: Vec<Option<Result<Accepted, Rejection>>> = Vec::with_capacity(messages.len());
         let mut opened: Vec<(usize, TenantTag, Vec<u8>)> = Vec::new();
+        let mut hashes: Vec<Option<[u8; 32]>> = vec![None; messages.len()];
         for (i, m) in messages.iter().enumerate() {
             match self.open(m) {
-                Ok(Some((tag, plain))) => {
+                Ok(Some((tag, plain, hash))) => {
                     opened.push((i, tag, plain));
+                    hashes[i] = Some(hash);
                     results.push(None);
                 }
                 Ok(None) => results.push(Some(Ok(Accepted {
@@ -546,6 +548,13 @@ impl Engine {
             .into_iter()
             .map(|r| r.expect("every message has a result"))
             .collect();
+        // Only a message processed without any rejection is remembered as done: a message
+        // with a part refused for a reason that may pass later is processed again if resent.
+        for (hash, r) in hashes.iter().zip(&results) {
+            if let (Some(h), Ok(_)) = (hash, r) {
+                self.seen_messages.insert(*h);
+            }
+        }
         for (m, r) in messages.iter().zip(&results) {
             if let Err(e) = r {
                 *self.stats.rejected.entry(e.kind()).or_insert(0) += 1;
@@ -555,9 +564,9 @@ impl Engine {
         results
     }
 
-    /// Checks, deduplicates and opens one message: its tenant and plaintext, or `None` for
-    /// an exact duplicate of a message already processed.
-    fn open(&mut self, m: &Incoming<'_>) -> Result<Option<(TenantTag, Vec<u8>)>, Rejection> {
+    /// Checks, deduplicates and opens one message: its tenant, plaintext and hash, or `None`
+    /// for an exact duplicate of a message already processed successfully.
+    fn open(&mut self, m: &Incoming<'_>) -> Result<Option<(TenantTag, Vec<u8>, [u8; 32])>, Rejection> {
         let env = Envelope::decode(m.bytes, &self.config.limits)?;
         let tag = env.tenant;
         let t = self.tenants.get(&tag).ok_or(WireError::UnknownTenant)?;
@@ -573,11 +582,10 @@ impl Engine {
         }
         let plain = t.sealer.open(&env)?;
         Body::decode(&plain, &self.config.limits)?;
-        self.seen_messages.insert(msg_hash);
         if let Some(t) = self.tenants.get_mut(&tag) {
             t.peers.insert(m.from);
         }
-        Ok(Some((tag, plain)))
+        Ok(Some((tag, plain, msg_hash)))
     }
 
     /// Handles a message that is not a delta batch.
@@ -586,12 +594,18 @@ impl Engine {
             Body::Deltas(_) => unreachable!("delta batches are ingested together"),
             Body::Revocations(revs) => self.apply_revocations(tag, &revs)?,
             Body::SyncDigest {
+                round,
                 lanes_root,
                 revocations,
-            } => self.on_sync_digest(tag, from, lanes_root, revocations),
-            Body::SyncPage { start, last, lanes } => self.on_sync_page(tag, from, start, last, &lanes),
-            Body::SyncWant { lanes } => self.on_sync_want(tag, from, &lanes),
-            Body::SyncMore { start } => self.send_page(tag, from, start),
+            } => self.on_sync_digest(tag, from, round, lanes_root, revocations),
+            Body::SyncPage {
+                round,
+                start,
+                last,
+                lanes,
+            } => self.on_sync_page(tag, from, round, start, last, &lanes),
+            Body::SyncWant { round, lanes } => self.on_sync_want(tag, from, round, &lanes),
+            Body::SyncMore { round, start } => self.send_page(tag, from, round, start),
         }
         Ok(Accepted::default())
     }

@@ -61,14 +61,23 @@ impl Engine {
         }
         let peer = peers[self.rng.below(peers.len() as u64) as usize];
         let idx = self.lane_index(tag);
+        let round = self.rng.next_u64();
         let body = Body::SyncDigest {
+            round,
             lanes_root: Self::lanes_root(&idx),
             revocations: self.tenants[&tag].revocations.digest(),
         };
         self.seal_to(tag, peer, &body);
     }
 
-    pub(super) fn on_sync_digest(&mut self, tag: TenantTag, from: Peer, root: [u8; 32], revocations: [u8; 32]) {
+    pub(super) fn on_sync_digest(
+        &mut self,
+        tag: TenantTag,
+        from: Peer,
+        round: u64,
+        root: [u8; 32],
+        revocations: [u8; 32],
+    ) {
         if revocations != self.tenants[&tag].revocations.digest() {
             let revs: Vec<_> = self.tenants[&tag].revocations.iter().copied().collect();
             for chunk in revs.chunks(self.config.limits.max_refs_per_message.clamp(1, 256)) {
@@ -76,7 +85,7 @@ impl Engine {
             }
         }
         if root != Self::lanes_root(&self.lane_index(tag)) {
-            self.send_page(tag, from, 0);
+            self.send_page(tag, from, round, 0);
         }
     }
 
@@ -87,7 +96,7 @@ impl Engine {
             .max(1)
     }
 
-    pub(super) fn send_page(&mut self, tag: TenantTag, to: Peer, start: u64) {
+    pub(super) fn send_page(&mut self, tag: TenantTag, to: Peer, round: u64, start: u64) {
         let idx = self.lane_index(tag);
         let size = self.page_size();
         let lanes: Vec<(u64, u32, u32)> = idx
@@ -97,13 +106,23 @@ impl Engine {
             .collect();
         let last = lanes.len() <= size;
         let lanes = lanes.into_iter().take(size).collect();
-        self.seal_to(tag, to, &Body::SyncPage { start, last, lanes });
+        self.seal_to(
+            tag,
+            to,
+            &Body::SyncPage {
+                round,
+                start,
+                last,
+                lanes,
+            },
+        );
     }
 
     pub(super) fn on_sync_page(
         &mut self,
         tag: TenantTag,
         from: Peer,
+        round: u64,
         start: u64,
         last: bool,
         lanes: &[(u64, u32, u32)],
@@ -136,14 +155,21 @@ impl Engine {
         }
         self.send_stored(tag, from, &send);
         for chunk in want.chunks(self.page_size()) {
-            self.seal_to(tag, from, &Body::SyncWant { lanes: chunk.to_vec() });
+            self.seal_to(
+                tag,
+                from,
+                &Body::SyncWant {
+                    round,
+                    lanes: chunk.to_vec(),
+                },
+            );
         }
         if !last && end < u64::MAX {
-            self.seal_to(tag, from, &Body::SyncMore { start: end + 1 });
+            self.seal_to(tag, from, &Body::SyncMore { round, start: end + 1 });
         }
     }
 
-    pub(super) fn on_sync_want(&mut self, tag: TenantTag, from: Peer, lanes: &[(u64, u32)]) {
+    pub(super) fn on_sync_want(&mut self, tag: TenantTag, from: Peer, _round: u64, lanes: &[(u64, u32)]) {
         let idx = self.lane_index(tag);
         let send: Vec<(LaneId, u32)> = lanes
             .iter()

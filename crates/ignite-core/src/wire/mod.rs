@@ -149,6 +149,9 @@ pub enum Body<'a> {
     Revocations(Vec<SignedRevocation>),
     /// Anti-entropy opening: a digest of everything the sender holds.
     SyncDigest {
+        /// Round id chosen by the opener and echoed by every message of the round, so that
+        /// messages of different rounds never have identical bytes.
+        round: u64,
         /// Hash over all (lane, seq) the sender holds.
         lanes_root: [u8; 32],
         /// Digest of the sender's revocation set.
@@ -156,6 +159,8 @@ pub enum Body<'a> {
     },
     /// Anti-entropy: a page of the sender's lanes, ordered by lane hash.
     SyncPage {
+        /// Round id.
+        round: u64,
         /// Lane hashes in this page are `>= start`.
         start: u64,
         /// Whether this is the last page.
@@ -166,11 +171,15 @@ pub enum Body<'a> {
     },
     /// Anti-entropy: lanes the sender wants, with the seq it already holds (0 = none).
     SyncWant {
+        /// Round id.
+        round: u64,
         /// (lane hash, seq held).
         lanes: Vec<(u64, u32)>,
     },
     /// Anti-entropy: ask for the page of lanes after `start`.
     SyncMore {
+        /// Round id.
+        round: u64,
         /// First lane hash wanted.
         start: u64,
     },
@@ -209,7 +218,7 @@ impl<'a> Body<'a> {
             }
             Body::Revocations(r) => bound("revocations", r.len(), limits.max_refs_per_message),
             Body::SyncPage { lanes, .. } => bound("sync entries", lanes.len(), limits.max_sync_entries),
-            Body::SyncWant { lanes } => bound("sync entries", lanes.len(), limits.max_sync_entries),
+            Body::SyncWant { lanes, .. } => bound("sync entries", lanes.len(), limits.max_sync_entries),
             Body::SyncDigest { .. } | Body::SyncMore { .. } => Ok(()),
         }
     }
@@ -384,10 +393,12 @@ mod tests {
         ];
         let bytes = encode_entries(&entries);
         assert_eq!(decode_entries(&bytes, &Limits::default()).unwrap(), entries);
-        let bad = encode_entries(&[(k(1, Counter::Backedges), 1)]);
+        // The same key twice (second entry: method delta 0) is not strictly increasing.
+        let one = encode_entries(&[(k(1, Counter::Backedges), 1)]);
         let mut two = vec![2u8];
-        two.extend_from_slice(&bad[1..]);
-        two.extend_from_slice(&bad[1..]);
+        two.extend_from_slice(&one[1..]);
+        two.push(0);
+        two.extend_from_slice(&one[2..]);
         assert_eq!(decode_entries(&two, &Limits::default()), Err(WireError::Unordered));
     }
 
