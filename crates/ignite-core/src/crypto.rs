@@ -1,9 +1,12 @@
 //! Signatures: domain separation, strict checks, batch verification and the cache that
 //! verifies each unique message once.
 
-use curve25519_dalek::edwards::CompressedEdwardsY;
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
+use ed25519_dalek::{Signer, SigningKey};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha512};
 use std::collections::{BTreeSet, VecDeque};
 
 /// Domain-separation prefixes: every signature made by Ignite covers one of these first,
@@ -53,13 +56,11 @@ pub enum SigError {
     /// The public key is not a valid curve point encoding.
     #[error("public key is not a valid point")]
     BadKey,
-    /// The public key has small order (signatures under it are forgeable) or a torsion
-    /// component.
-    #[error("public key is weak (small order or torsion component)")]
+    /// The public key has small order (a weak key: signatures under it are forgeable).
+    #[error("public key is weak (small order)")]
     WeakKey,
-    /// The signature's R component is not a point, has small order, or has a torsion
-    /// component.
-    #[error("signature R is not a point of the prime-order subgroup")]
+    /// The signature's R component is not a canonical point encoding or has small order.
+    #[error("signature R is of small order or not a canonical point")]
     SmallOrderR,
     /// The signature does not verify.
     #[error("signature does not verify")]
@@ -74,41 +75,94 @@ pub fn sign(key: &SigningKey, domain: &[u8], msg: &[u8]) -> SigBytes {
     SigBytes::from_bytes(&key.sign(&buf).to_bytes())
 }
 
-/// Parses a public key and rejects weak (small-order) keys.
-pub fn strict_key(bytes: &[u8; 32]) -> Result<VerifyingKey, SigError> {
-    let key = VerifyingKey::from_bytes(bytes).map_err(|_| SigError::BadKey)?;
-    if key.is_weak() {
-        return Err(SigError::WeakKey);
-    }
-    // A key with a torsion component verifies differently in single and batch
-    // (cofactorless vs random-linear-combination) verification: refuse it.
-    if !key.to_edwards().is_torsion_free() {
-        return Err(SigError::WeakKey);
-    }
-    Ok(key)
+/// A public key that passed the strict checks, decompressed once.
+#[derive(Clone, Copy, Debug)]
+pub struct StrictKey {
+    bytes: [u8; 32],
+    point: EdwardsPoint,
 }
 
-/// Rejects a signature whose R is not a point of the prime-order subgroup. `verify_batch`
-/// does not check this, so it runs before every batch.
+impl StrictKey {
+    /// The key's encoding.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.bytes
+    }
+}
+
+/// Parses a public key: a canonical encoding of a point that is not of small order.
+pub fn strict_key(bytes: &[u8; 32]) -> Result<StrictKey, SigError> {
+    let point = CompressedEdwardsY(*bytes).decompress().ok_or(SigError::BadKey)?;
+    if point.compress().as_bytes() != bytes {
+        return Err(SigError::BadKey);
+    }
+    if point.is_small_order() {
+        return Err(SigError::WeakKey);
+    }
+    Ok(StrictKey { bytes: *bytes, point })
+}
+
+/// A signature whose encodings passed the strict checks.
+struct StrictSig {
+    r: EdwardsPoint,
+    r_bytes: [u8; 32],
+    s: Scalar,
+}
+
+/// Rejects a signature whose R is not a canonical point encoding or has small order.
 pub fn check_r(sig: &SigBytes) -> Result<(), SigError> {
-    // Small-order R is refused by `verify_strict` but not by `verify_batch`; an R with a
-    // torsion component can pass a batch while failing alone. Refusing both makes batch and
-    // single verification agree.
-    match CompressedEdwardsY(sig.0).decompress() {
-        Some(p) if !p.is_small_order() && p.is_torsion_free() => Ok(()),
-        _ => Err(SigError::SmallOrderR),
-    }
+    strict_r(sig).map(|_| ())
 }
 
-/// Verifies `domain || msg` strictly (`verify_strict`: rejects weak keys and small-order R).
+fn strict_r(sig: &SigBytes) -> Result<EdwardsPoint, SigError> {
+    let r = CompressedEdwardsY(sig.0).decompress().ok_or(SigError::SmallOrderR)?;
+    if r.compress().as_bytes() != &sig.0 || r.is_small_order() {
+        return Err(SigError::SmallOrderR);
+    }
+    Ok(r)
+}
+
+fn strict_sig(sig: &SigBytes) -> Result<StrictSig, SigError> {
+    let r = strict_r(sig)?;
+    let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(sig.1)).ok_or(SigError::Invalid)?;
+    Ok(StrictSig { r, r_bytes: sig.0, s })
+}
+
+/// The challenge `k = SHA-512(R || A || M) mod l` of Ed25519.
+fn challenge(r: &[u8; 32], key: &[u8; 32], parts: &[&[u8]]) -> Scalar {
+    let mut h = Sha512::new();
+    h.update(r);
+    h.update(key);
+    for p in parts {
+        h.update(p);
+    }
+    let mut wide = [0u8; 64];
+    wide.copy_from_slice(&h.finalize());
+    Scalar::from_bytes_mod_order_wide(&wide)
+}
+
+/// Verifies `domain || msg`.
+///
+/// # Verification rule
+/// Ed25519 with the *cofactored* equation `[8](sB - R - kA) = 0` (as in ZIP-215), plus
+/// strict encodings: canonical `s` (no malleability), canonical encodings of `A` and `R`,
+/// and no small-order `A` or `R`. The same rule is checked by [`verify_many`] in batches,
+/// so a signature is accepted alone exactly when it is accepted in any batch (the
+/// cofactorless check of `verify_strict` disagrees with batch verification on signatures
+/// whose `R` has a torsion component). Honest Ed25519 signatures verify under both rules.
 pub fn verify(key: &[u8; 32], domain: &[u8], msg: &[u8], sig: &SigBytes) -> Result<(), SigError> {
-    let vk = strict_key(key)?;
-    check_r(sig)?;
-    let mut buf = Vec::with_capacity(domain.len() + msg.len());
-    buf.extend_from_slice(domain);
-    buf.extend_from_slice(msg);
-    vk.verify_strict(&buf, &Signature::from_bytes(&sig.to_bytes()))
-        .map_err(|_| SigError::Invalid)
+    let key = strict_key(key)?;
+    verify_with(&key, &[domain, msg], sig)
+}
+
+fn verify_with(key: &StrictKey, parts: &[&[u8]], sig: &SigBytes) -> Result<(), SigError> {
+    let sig = strict_sig(sig)?;
+    let k = challenge(&sig.r_bytes, &key.bytes, parts);
+    let sb_minus_ka = EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &(-key.point), &sig.s);
+    if (sb_minus_ka - sig.r).mul_by_cofactor().is_identity() {
+        Ok(())
+    } else {
+        Err(SigError::Invalid)
+    }
 }
 
 /// One signature to verify in a batch: the full signed bytes (domain included).
@@ -122,43 +176,61 @@ pub struct BatchItem<'a> {
     pub sig: SigBytes,
 }
 
-/// Verifies several signatures, as strictly as [`verify`], faster than one by one.
+/// Verifies several signatures under the same rule as [`verify`], faster than one by one.
 ///
-/// Weak keys and small-order R are rejected up front (`verify_batch` skips those checks);
-/// if the batch fails, each item is verified alone to find the culprits. Returns one result
-/// per item, in order.
+/// Encodings are checked up front; the remaining signatures are checked together with one
+/// random linear combination of their cofactored equations (weights of 128 bits derived by
+/// hashing every input, so no RNG is needed and results are deterministic). If the batch
+/// fails, each signature is verified alone to find the culprits. Returns one result per
+/// item, in order.
 pub fn verify_many(items: &[BatchItem<'_>]) -> Vec<Result<(), SigError>> {
     let mut results: Vec<Result<(), SigError>> = Vec::with_capacity(items.len());
-    let mut keys = Vec::new();
-    let mut msgs = Vec::new();
-    let mut sigs = Vec::new();
-    let mut idx = Vec::new();
+    let mut ok: Vec<(usize, StrictKey, StrictSig)> = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        let pre = strict_key(&item.key).and_then(|k| check_r(&item.sig).map(|_| k));
-        match pre {
-            Ok(k) => {
-                keys.push(k);
-                msgs.push(item.signed);
-                sigs.push(Signature::from_bytes(&item.sig.to_bytes()));
-                idx.push(i);
+        match strict_key(&item.key).and_then(|k| strict_sig(&item.sig).map(|s| (k, s))) {
+            Ok((k, s)) => {
+                ok.push((i, k, s));
                 results.push(Ok(()));
             }
             Err(e) => results.push(Err(e)),
         }
     }
-    if idx.is_empty() {
+    if ok.len() == 1 {
+        let (i, k, _) = &ok[0];
+        results[*i] = verify_with(k, &[items[*i].signed], &items[*i].sig);
         return results;
     }
-    let batch_ok = if idx.len() == 1 {
-        keys[0].verify_strict(msgs[0], &sigs[0]).is_ok()
-    } else {
-        ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok()
-    };
-    if !batch_ok {
-        for (j, &i) in idx.iter().enumerate() {
-            if keys[j].verify_strict(msgs[j], &sigs[j]).is_err() {
-                results[i] = Err(SigError::Invalid);
-            }
+    if ok.is_empty() {
+        return results;
+    }
+    // Weights: 128-bit values from a hash of the whole batch.
+    let mut transcript = blake3::Hasher::new_derive_key("ignite v1 batch verification weights");
+    for (i, _, _) in &ok {
+        transcript.update(&items[*i].key);
+        transcript.update(&items[*i].sig.to_bytes());
+        transcript.update(blake3::hash(items[*i].signed).as_bytes());
+    }
+    let mut xof = transcript.finalize_xof();
+    let mut b_coeff = Scalar::ZERO;
+    let mut scalars = Vec::with_capacity(2 * ok.len() + 1);
+    let mut points = Vec::with_capacity(2 * ok.len() + 1);
+    for (i, k, s) in &ok {
+        let mut zb = [0u8; 32];
+        xof.fill(&mut zb[..16]);
+        let z = Scalar::from_bytes_mod_order(zb);
+        let h = challenge(&s.r_bytes, &k.bytes, &[items[*i].signed]);
+        b_coeff -= z * s.s;
+        scalars.push(z);
+        points.push(s.r);
+        scalars.push(z * h);
+        points.push(k.point);
+    }
+    scalars.push(b_coeff);
+    points.push(curve25519_dalek::constants::ED25519_BASEPOINT_POINT);
+    let sum = EdwardsPoint::vartime_multiscalar_mul(scalars, points);
+    if !sum.mul_by_cofactor().is_identity() {
+        for (i, k, _) in &ok {
+            results[*i] = verify_with(k, &[items[*i].signed], &items[*i].sig);
         }
     }
     results
@@ -266,6 +338,40 @@ mod tests {
         let r = verify_many(&items);
         assert_eq!(r[3], Err(SigError::Invalid));
         assert_eq!(r.iter().filter(|r| r.is_ok()).count(), 4);
+    }
+
+    #[test]
+    fn agrees_with_verify_strict_on_honest_and_corrupted_signatures() {
+        for i in 0..40u8 {
+            let k = key_from_seed(&[i; 32], "agree");
+            let pk = k.verifying_key();
+            let msg = vec![i; usize::from(i) * 3];
+            let mut sig = sign(&k, domain::DELTA, &msg);
+            let full = [domain::DELTA, msg.as_slice()].concat();
+            let dalek = |s: &SigBytes| {
+                pk.verify_strict(&full, &ed25519_dalek::Signature::from_bytes(&s.to_bytes()))
+                    .is_ok()
+            };
+            assert!(dalek(&sig));
+            assert_eq!(verify(&pk.to_bytes(), domain::DELTA, &msg, &sig), Ok(()));
+            // Flip one bit of S (keeping it canonical) or of R.
+            if i % 2 == 0 {
+                sig.1[usize::from(i) % 31] ^= 1;
+            } else {
+                sig.0[usize::from(i) % 32] ^= 1;
+            }
+            assert_eq!(verify(&pk.to_bytes(), domain::DELTA, &msg, &sig).is_ok(), dalek(&sig));
+        }
+    }
+
+    #[test]
+    fn non_canonical_s_is_refused() {
+        let k = key_from_seed(&[3; 32], "a");
+        let pk = k.verifying_key().to_bytes();
+        let mut s = sign(&k, domain::DELTA, b"m");
+        // s + l is the classic malleation; its top byte exceeds that of l.
+        s.1[31] |= 0xf0;
+        assert_eq!(verify(&pk, domain::DELTA, b"m", &s), Err(SigError::Invalid));
     }
 
     #[test]

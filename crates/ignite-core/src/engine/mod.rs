@@ -159,6 +159,9 @@ impl Rejection {
     }
 }
 
+/// A message opened by [`Engine::open`]: its tenant, plaintext and hash.
+type Opened = (TenantTag, Vec<u8>, [u8; 32]);
+
 /// One received message, for [`Engine::handle_messages`].
 #[derive(Debug, Clone, Copy)]
 pub struct Incoming<'a> {
@@ -566,7 +569,7 @@ impl Engine {
 
     /// Checks, deduplicates and opens one message: its tenant, plaintext and hash, or `None`
     /// for an exact duplicate of a message already processed successfully.
-    fn open(&mut self, m: &Incoming<'_>) -> Result<Option<(TenantTag, Vec<u8>, [u8; 32])>, Rejection> {
+    fn open(&mut self, m: &Incoming<'_>) -> Result<Option<Opened>, Rejection> {
         let env = Envelope::decode(m.bytes, &self.config.limits)?;
         let tag = env.tenant;
         let t = self.tenants.get(&tag).ok_or(WireError::UnknownTenant)?;
