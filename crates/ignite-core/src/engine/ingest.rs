@@ -7,7 +7,7 @@ use crate::profile::counter::Counter;
 use crate::profile::{Evidence, LaneId, StoredDelta};
 use crate::tenancy::{CertError, Roles, SignedCert};
 use crate::wire::{self, DeltaBatch};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 impl Engine {
     /// Checks one certificate for use at `now`; signature checks are cached by hash.
@@ -95,7 +95,7 @@ impl Engine {
         let results = crypto::verify_many(&items);
         self.stats.signatures_verified += items.len() as u64;
         drop(items);
-        let mut touched: BTreeMap<TenantTag, BTreeSet<(FunctionId, MethodId)>> = BTreeMap::new();
+        let mut touched: BTreeMap<TenantTag, Vec<(FunctionId, MethodId)>> = BTreeMap::new();
         for ((b, i, _, hash), res) in pending.into_iter().zip(results) {
             if let Err(e) = res {
                 first_err[b].get_or_insert(e.into());
@@ -134,7 +134,7 @@ impl Engine {
                 }
             }
         }
-        for (tag, t) in &touched {
+        for (tag, t) in &mut touched {
             self.check_thresholds(*tag, t);
         }
         first_err
@@ -152,7 +152,7 @@ impl Engine {
         signer: &SignedCert,
         lane: &LaneId,
         stored: StoredDelta,
-        touched: &mut BTreeSet<(FunctionId, MethodId)>,
+        touched: &mut Vec<(FunctionId, MethodId)>,
     ) -> Result<bool, Rejection> {
         let limits = self.config.limits;
         let cap_cfg = self.config.cap;
@@ -194,8 +194,11 @@ impl Engine {
                 {
                     return Err(Rejection::Limit("incarnations per node"));
                 }
-                let new_keys = entries.iter().filter(|(k, _)| !state.sums.contains_key(k)).count();
-                if new_keys > 0 && state.sums.len() + new_keys > max_counters {
+                let fits_anyway = state.sums.len() + entries.len() <= max_counters;
+                if !fits_anyway
+                    && state.sums.len() + entries.iter().filter(|(k, _)| !state.sums.contains_key(k)).count()
+                        > max_counters
+                {
                     return Err(Rejection::Limit("counters per function"));
                 }
             }
@@ -235,8 +238,8 @@ impl Engine {
             .or_insert(*signer);
         t.activity.insert(lane.node, now);
         for (k, _) in &out.increments {
-            if k.counter == Counter::Invocations {
-                touched.insert((lane.function, k.method));
+            if k.counter == Counter::Invocations && touched.last() != Some(&(lane.function, k.method)) {
+                touched.push((lane.function, k.method));
             }
         }
         if out.clamped > 0 {
@@ -252,22 +255,26 @@ impl Engine {
     }
 
     /// Emits a threshold event for each touched method that crossed a tier threshold.
-    pub(super) fn check_thresholds(&mut self, tag: TenantTag, touched: &BTreeSet<(FunctionId, MethodId)>) {
+    pub(super) fn check_thresholds(&mut self, tag: TenantTag, touched: &mut Vec<(FunctionId, MethodId)>) {
+        touched.sort_unstable();
+        touched.dedup();
         let th = self.config.thresholds;
         let t = self.tenants.get_mut(&tag).expect("tenant present");
-        for (f, m) in touched {
-            let Some(state) = t.functions.get(f) else { continue };
+        for (f, m) in touched.iter() {
+            let Some(state) = t.functions.get_mut(f) else { continue };
             for tier in 1..=Tier::MAX.0 {
                 let tier = Tier(tier);
                 let Some(limit) = tier_threshold(&th, tier) else {
                     continue;
                 };
-                if t.fired.contains(&(*f, *m, tier)) {
+                let bit = 1u8 << tier.0;
+                let fired = state.fired.get(m).copied().unwrap_or(0);
+                if fired & bit != 0 {
                     continue;
                 }
                 let n = state.invocations_below(*m, tier);
                 if n >= limit {
-                    t.fired.insert((*f, *m, tier));
+                    state.fired.insert(*m, fired | bit);
                     self.outputs.push_back(Output::Event(Event::ThresholdReached {
                         tenant: t.tenant,
                         method: MethodKey {

@@ -459,7 +459,7 @@ impl Engine {
         let bytes = t.sealer.seal(&body.encode());
         let topic = t.sealer.topic().clone();
         tracing::info!(at = now.as_millis(), node = ?rev.revocation.node, "revocation applied");
-        self.push_publish(topic, bytes, 0);
+        self.push_publish(topic, bytes);
         Ok(())
     }
 
@@ -673,10 +673,9 @@ impl Engine {
         self.outputs.pop_front()
     }
 
-    fn push_publish(&mut self, topic: TopicId, bytes: Vec<u8>, entries: usize) {
+    fn push_publish(&mut self, topic: TopicId, bytes: Vec<u8>) {
         self.stats.published_messages += 1;
         self.stats.published_bytes += bytes.len() as u64;
-        self.stats.published_entries += entries as u64;
         self.outputs.push_back(Output::Publish { topic, bytes });
     }
 

@@ -7,7 +7,7 @@ use crate::profile::counter::CounterKey;
 use crate::profile::{LaneId, StoredDelta};
 use crate::tenancy::SignedCert;
 use crate::wire::{self, Body, DeltaBatch, DeltaWire, Limits};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// Bytes of envelope, batch framing and one certificate, reserved when packing batches.
 const BATCH_OVERHEAD: usize = 512;
@@ -127,6 +127,7 @@ impl Engine {
         let cert = *t.creds.cert();
         let tenant = t.tenant;
         let mut out: Vec<Outgoing> = Vec::new();
+        let mut entries_total = 0u64;
         for ((f, g), counts) in current {
             let own = t.own.entry((f, g)).or_default();
             let compiled = &t.compiled;
@@ -157,6 +158,7 @@ impl Engine {
                 (changed, false)
             };
             for chunk in entries.chunks(per_chunk) {
+                entries_total += chunk.len() as u64;
                 own.seq += 1;
                 let lane = LaneId {
                     function: f,
@@ -194,17 +196,13 @@ impl Engine {
             own.published = all;
         }
         // Apply our own deltas locally through the same path as everyone else's.
-        let mut touched = BTreeSet::new();
-        let mut entries_total = 0;
+        let mut touched = Vec::new();
         for o in &out {
-            entries_total += wire::decode_entries(&o.delta.entries, &limits)
-                .map(|e| e.len())
-                .unwrap_or(0);
             if let Err(e) = self.apply_delta(now, tag, &o.cert, &o.lane, o.delta.clone(), &mut touched) {
                 tracing::error!(reason = %e, "own delta not applied");
             }
         }
-        self.check_thresholds(tag, &touched);
+        self.check_thresholds(tag, &mut touched);
         let t = self.tenants.get_mut(&tag).expect("tenant present");
         let members = t.members();
         let interval = self
@@ -215,9 +213,9 @@ impl Engine {
         let bodies = pack(&out, &limits);
         let topic = t.sealer.topic().clone();
         let sealed: Vec<Vec<u8>> = bodies.iter().map(|b| t.sealer.seal(b)).collect();
-        let n = sealed.len().max(1);
+        self.stats.published_entries += entries_total;
         for bytes in sealed {
-            self.push_publish(topic.clone(), bytes, entries_total / n);
+            self.push_publish(topic.clone(), bytes);
         }
     }
 }

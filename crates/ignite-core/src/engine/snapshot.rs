@@ -51,7 +51,6 @@ struct TenantSnap {
     own: BTreeMap<(FunctionId, GroupId), OwnLane>,
     counts: BTreeMap<(FunctionId, CounterKey), u64>,
     compiled: BTreeMap<(FunctionId, MethodId), Tier>,
-    fired: BTreeSet<(FunctionId, MethodId, Tier)>,
     deployments: BTreeMap<[u8; 16], [u8; 32]>,
     peers: BTreeSet<Peer>,
     activity: BTreeMap<NodeKey, Timestamp>,
@@ -87,7 +86,6 @@ impl Engine {
                     own: t.own.clone(),
                     counts,
                     compiled: t.compiled.clone(),
-                    fired: t.fired.clone(),
                     deployments: t.deployments.clone(),
                     peers: t.peers.clone(),
                     activity: t.activity.clone(),
@@ -143,7 +141,6 @@ impl Engine {
             state.own = ts.own;
             state.base = ts.counts;
             state.compiled = ts.compiled;
-            state.fired = ts.fired;
             state.deployments = ts.deployments;
             state.peers = ts.peers;
             state.activity = ts.activity;

@@ -37,7 +37,6 @@ pub(crate) struct TenantState {
     /// Own counts restored from a snapshot, added to the recorder's.
     pub(crate) base: BTreeMap<(FunctionId, CounterKey), u64>,
     pub(crate) compiled: BTreeMap<(FunctionId, MethodId), Tier>,
-    pub(crate) fired: BTreeSet<(FunctionId, MethodId, Tier)>,
     pub(crate) deployments: BTreeMap<[u8; 16], [u8; 32]>,
     pub(crate) peers: BTreeSet<Peer>,
     pub(crate) activity: BTreeMap<NodeKey, Timestamp>,
@@ -70,7 +69,6 @@ impl TenantState {
             own: BTreeMap::new(),
             base: BTreeMap::new(),
             compiled: BTreeMap::new(),
-            fired: BTreeSet::new(),
             deployments: BTreeMap::new(),
             peers: BTreeSet::new(),
             activity: BTreeMap::new(),
@@ -86,7 +84,6 @@ impl TenantState {
         self.own.retain(|(g, _), _| g != f);
         self.base.retain(|(g, _), _| g != f);
         self.compiled.retain(|(g, _), _| g != f);
-        self.fired.retain(|(g, _, _)| g != f);
     }
 
     pub(crate) fn state_bytes(&self) -> usize {

@@ -133,14 +133,31 @@ pub(crate) struct ApplyOutcome {
     pub(crate) duplicate: bool,
 }
 
-/// Most stored deltas kept per lane; honest nodes send a full delta well before this.
+/// Most stored deltas kept per lane (a safety bound: a stored delta is dropped as soon as
+/// no counter's current value comes from it, so honest lanes hold far fewer).
 pub(crate) const MAX_STORED_PER_LANE: usize = 64;
 
+/// One counter of a lane: its id in the function's key table, the seq of the stored delta
+/// its value comes from, and the value. 16 bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Cell {
+    pub(crate) id: u32,
+    pub(crate) seq: u32,
+    pub(crate) value: u64,
+}
+
+/// One entry of a delta being applied: key id, key, proposed value.
+pub(crate) type IdEntry = (u32, CounterKey, u64);
+
 /// State of one lane.
+///
+/// Each stored signed delta is kept only while some counter's current value comes from it
+/// (`refs` counts them), so the signed data kept for forwarding is about one copy of the
+/// lane's current values, however many deltas the node published.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Lane {
-    /// Current values, sorted by key.
-    pub(crate) values: Vec<(CounterKey, u64)>,
+    /// Current values, sorted by key id.
+    pub(crate) values: Vec<Cell>,
     /// Highest seq applied.
     pub(crate) max_seq: u32,
     /// Every seq up to this one is held or superseded by a full delta.
@@ -149,20 +166,22 @@ pub(crate) struct Lane {
     pub(crate) above: BTreeSet<u32>,
     /// `issued_at` of the highest seq applied.
     pub(crate) last_issued: u64,
-    /// Stored signed deltas since (and including) the latest full one, by seq.
+    /// Stored signed deltas, by seq.
     pub(crate) stored: Vec<StoredDelta>,
+    /// For each stored delta, how many current values come from it.
+    pub(crate) refs: Vec<u32>,
 }
 
 impl Lane {
-    /// Value of one counter.
-    pub(crate) fn value(&self, key: &CounterKey) -> u64 {
+    /// Value of the counter with key id `id`.
+    pub(crate) fn value_of(&self, id: u32) -> u64 {
         self.values
-            .binary_search_by(|(k, _)| k.cmp(key))
-            .map(|i| self.values[i].1)
+            .binary_search_by(|c| c.id.cmp(&id))
+            .map(|i| self.values[i].value)
             .unwrap_or(0)
     }
 
-    /// Finds a stored delta that conflicts with `(seq, key, value)`.
+    /// Finds a stored delta that conflicts with `entries` signed at `seq`.
     fn find_conflict(&self, seq: u32, entries: &[(CounterKey, u64)], limits: &Limits) -> Option<StoredDelta> {
         for d in &self.stored {
             if d.seq == seq {
@@ -183,11 +202,20 @@ impl Lane {
         None
     }
 
-    /// Applies a verified delta. `cap(key, held, proposed)` returns the value to keep.
+    fn unref(&mut self, seq: u32) {
+        if let Ok(i) = self.stored.binary_search_by(|d| d.seq.cmp(&seq)) {
+            self.refs[i] = self.refs[i].saturating_sub(1);
+        }
+    }
+
+    /// Applies a verified delta. `by_id` are its entries with key ids, sorted by id;
+    /// `by_key` the same entries sorted by key (as signed). `cap(key, held, proposed,
+    /// interval_ms)` returns the value to keep.
     pub(crate) fn apply(
         &mut self,
         delta: &StoredDelta,
-        entries: &[(CounterKey, u64)],
+        by_id: &[IdEntry],
+        by_key: &[(CounterKey, u64)],
         limits: &Limits,
         mut cap: impl FnMut(&CounterKey, u64, u64, u64) -> u64,
     ) -> ApplyOutcome {
@@ -201,11 +229,33 @@ impl Lane {
             }
             return out;
         }
+        if delta.seq <= self.have || self.above.contains(&delta.seq) {
+            // Held before and since dropped from storage because every value it carried was
+            // superseded: nothing to apply, unless it conflicts with what is stored.
+            if let Some(c) = self.find_conflict(delta.seq, by_key, limits) {
+                out.conflict = Some(c);
+            } else {
+                out.duplicate = true;
+            }
+            return out;
+        }
+        // One walk: how many keys are new, and does anything decrease?
+        let (mut new_keys, mut decreases) = (0usize, false);
+        let mut i = 0;
+        for (id, _, v) in by_id {
+            while i < self.values.len() && self.values[i].id < *id {
+                i += 1;
+            }
+            if i < self.values.len() && self.values[i].id == *id {
+                decreases |= *v < self.values[i].value;
+            } else {
+                new_keys += 1;
+            }
+        }
         // Fast path: in order and nothing decreases, so nothing stored can conflict.
         let in_order = delta.seq > self.max_seq;
-        let decreases = entries.iter().any(|(k, v)| *v < self.value(k));
         if (!in_order || decreases)
-            && let Some(c) = self.find_conflict(delta.seq, entries, limits)
+            && let Some(c) = self.find_conflict(delta.seq, by_key, limits)
         {
             out.conflict = Some(c);
             return out;
@@ -215,40 +265,93 @@ impl Lane {
         } else {
             u64::MAX
         };
-        let mut merged = Vec::with_capacity(self.values.len() + entries.len());
-        let (mut i, mut j) = (0, 0);
-        while i < self.values.len() || j < entries.len() {
-            let take_old = j >= entries.len() || (i < self.values.len() && self.values[i].0 < entries[j].0);
-            if take_old {
-                merged.push(self.values[i]);
-                i += 1;
-                continue;
+        let mut new_refs = 0u32;
+        let mut decide = |lane: &mut Lane, k: &CounterKey, held: u64, held_seq: Option<u32>, v: u64| -> Option<u64> {
+            if v <= held {
+                return None;
             }
-            let (k, v) = entries[j];
-            let held = if i < self.values.len() && self.values[i].0 == k {
-                i += 1;
-                self.values[i - 1].1
-            } else {
-                0
-            };
-            j += 1;
-            let keep = if v > held {
-                let allowed = cap(&k, held, v, interval_ms).max(held);
-                out.clamped += v - allowed;
-                if allowed > held {
-                    out.increments.push((k, allowed - held));
+            let allowed = cap(k, held, v, interval_ms).max(held);
+            out.clamped += v - allowed;
+            if allowed == held {
+                return None;
+            }
+            out.increments.push((*k, allowed - held));
+            if let Some(s) = held_seq {
+                lane.unref(s);
+            }
+            new_refs += 1;
+            Some(allowed)
+        };
+        if new_keys == 0 {
+            // Every key is known: update in place.
+            let mut i = 0;
+            for (id, k, v) in by_id {
+                while self.values[i].id < *id {
+                    i += 1;
                 }
-                allowed
+                let cell = self.values[i];
+                if let Some(nv) = decide(self, k, cell.value, Some(cell.seq), *v) {
+                    self.values[i] = Cell {
+                        id: *id,
+                        seq: delta.seq,
+                        value: nv,
+                    };
+                }
+            }
+        } else {
+            let old = std::mem::take(&mut self.values);
+            let mut merged = Vec::with_capacity(old.len() + new_keys);
+            let mut i = 0;
+            for (id, k, v) in by_id {
+                while i < old.len() && old[i].id < *id {
+                    merged.push(old[i]);
+                    i += 1;
+                }
+                let held = (i < old.len() && old[i].id == *id).then(|| {
+                    i += 1;
+                    old[i - 1]
+                });
+                match (
+                    decide(self, k, held.map_or(0, |c| c.value), held.map(|c| c.seq), *v),
+                    held,
+                ) {
+                    (Some(nv), _) => merged.push(Cell {
+                        id: *id,
+                        seq: delta.seq,
+                        value: nv,
+                    }),
+                    (None, Some(c)) => merged.push(c),
+                    (None, None) => {}
+                }
+            }
+            merged.extend_from_slice(&old[i..]);
+            self.values = merged;
+        }
+        self.record_seq(delta);
+        if new_refs > 0 {
+            let pos = self.stored.partition_point(|d| d.seq < delta.seq);
+            self.stored.insert(pos, delta.clone());
+            self.refs.insert(pos, new_refs);
+        }
+        self.drop_unreferenced();
+        out
+    }
+
+    /// Drops stored deltas no current value comes from, then enforces the storage bound.
+    fn drop_unreferenced(&mut self) {
+        let mut k = 0;
+        while k < self.stored.len() {
+            if self.refs[k] == 0 {
+                self.stored.remove(k);
+                self.refs.remove(k);
             } else {
-                held
-            };
-            if keep > 0 {
-                merged.push((k, keep));
+                k += 1;
             }
         }
-        self.values = merged;
-        self.record_seq(delta);
-        out
+        while self.stored.len() > MAX_STORED_PER_LANE {
+            self.stored.remove(0);
+            self.refs.remove(0);
+        }
     }
 
     fn record_seq(&mut self, delta: &StoredDelta) {
@@ -257,7 +360,6 @@ impl Lane {
             self.last_issued = delta.issued_at;
         }
         if delta.full {
-            self.stored.retain(|d| d.seq > delta.seq);
             if delta.seq > self.have {
                 self.have = delta.seq;
                 self.above.retain(|s| *s > delta.seq);
@@ -268,20 +370,12 @@ impl Lane {
         while self.above.remove(&(self.have + 1)) {
             self.have += 1;
         }
-        let pos = self.stored.partition_point(|d| d.seq < delta.seq);
-        // A delta older than the latest full one held is superseded: no need to store it.
-        let superseded = self.stored.iter().any(|d| d.full && d.seq > delta.seq);
-        if !superseded {
-            self.stored.insert(pos, delta.clone());
-        }
-        while self.stored.len() > MAX_STORED_PER_LANE {
-            self.stored.remove(0);
-        }
     }
 
     /// Approximate heap bytes held.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.values.capacity() * std::mem::size_of::<(CounterKey, u64)>()
+        self.values.capacity() * std::mem::size_of::<Cell>()
+            + self.refs.capacity() * 4
             + self
                 .stored
                 .iter()

@@ -1,6 +1,6 @@
 //! The merged profile state of one function in one tenant.
 
-use super::lane::{ApplyOutcome, Lane, LaneId, StoredDelta};
+use super::lane::{ApplyOutcome, IdEntry, Lane, LaneId, StoredDelta};
 use crate::ids::{FunctionId, GroupId, Incarnation, MethodId, NodeKey, Tier, Timestamp};
 use crate::profile::counter::{Counter, CounterKey};
 use crate::wire::Limits;
@@ -51,6 +51,11 @@ impl CapConfig {
 pub struct FunctionState {
     pub(crate) lanes: BTreeMap<(NodeKey, Incarnation, GroupId), Lane>,
     pub(crate) sums: BTreeMap<CounterKey, u64>,
+    /// Key table: lanes store 4-byte key ids instead of 16-byte keys.
+    pub(crate) ids: BTreeMap<CounterKey, u32>,
+    pub(crate) keys: Vec<CounterKey>,
+    /// Per method, a bit per tier whose threshold event was emitted.
+    pub(crate) fired: BTreeMap<MethodId, u8>,
     /// Last time a delta for this function was accepted or recorded locally.
     pub(crate) last_seen: Timestamp,
 }
@@ -86,11 +91,12 @@ impl FunctionState {
             .iter()
             .filter(|(_, lane)| {
                 (0..tier.0).any(|t| {
-                    lane.value(&CounterKey {
+                    let key = CounterKey {
                         method,
                         tier: Tier(t),
                         counter: Counter::Invocations,
-                    }) > 0
+                    };
+                    self.ids.get(&key).is_some_and(|id| lane.value_of(*id) > 0)
                 })
             })
             .map(|((n, _, _), _)| *n)
@@ -107,8 +113,11 @@ impl FunctionState {
     /// Per-node values of one counter (summed over a node's incarnations), ordered by node.
     pub fn per_node(&self, key: &CounterKey) -> BTreeMap<NodeKey, u64> {
         let mut out = BTreeMap::new();
+        let Some(id) = self.ids.get(key).copied() else {
+            return out;
+        };
         for ((n, _, _), lane) in &self.lanes {
-            let v = lane.value(key);
+            let v = lane.value_of(id);
             if v > 0 {
                 *out.entry(*n).or_insert(0) += v;
             }
@@ -135,8 +144,26 @@ impl FunctionState {
         limits: &Limits,
         cap: impl FnMut(&CounterKey, u64, u64, u64) -> u64,
     ) -> ApplyOutcome {
+        let mut by_id: Vec<IdEntry> = entries
+            .iter()
+            .map(|(k, v)| {
+                let id = match self.ids.get(k) {
+                    Some(id) => *id,
+                    None => {
+                        let id = self.keys.len() as u32;
+                        self.keys.push(*k);
+                        self.ids.insert(*k, id);
+                        id
+                    }
+                };
+                (id, *k, *v)
+            })
+            .collect();
+        if !by_id.is_sorted_by_key(|e| e.0) {
+            by_id.sort_unstable_by_key(|e| e.0);
+        }
         let l = self.lanes.entry((lane.node, lane.incarnation, lane.group)).or_default();
-        let out = l.apply(delta, entries, limits, cap);
+        let out = l.apply(delta, &by_id, entries, limits, cap);
         for (k, inc) in &out.increments {
             *self.sums.entry(*k).or_insert(0) += inc;
         }
@@ -148,9 +175,10 @@ impl FunctionState {
         let keys: Vec<_> = self.lanes.keys().filter(|(n, _, _)| n == node).copied().collect();
         for k in keys {
             if let Some(lane) = self.lanes.remove(&k) {
-                for (ck, v) in lane.values {
+                for cell in lane.values {
+                    let ck = self.keys[cell.id as usize];
                     if let Some(s) = self.sums.get_mut(&ck) {
-                        *s -= v;
+                        *s -= cell.value;
                         if *s == 0 {
                             self.sums.remove(&ck);
                         }
@@ -168,6 +196,9 @@ impl FunctionState {
             .map(|l| l.heap_bytes() + lane_overhead)
             .sum::<usize>()
             + self.sums.len() * (std::mem::size_of::<(CounterKey, u64)>() + 16)
+            + self.ids.len() * (std::mem::size_of::<(CounterKey, u32)>() + 16)
+            + self.keys.capacity() * std::mem::size_of::<CounterKey>()
+            + self.fired.len() * 24
     }
 
     /// Lane ids of this function with their (have, max) seqs.

@@ -140,10 +140,14 @@ impl<'a> ProfileView<'a> {
 mod tests {
     use super::*;
     use crate::ids::{GroupId, Incarnation};
-    use crate::profile::lane::Lane;
+    use crate::profile::{LaneId, StoredDelta};
 
     fn state_with(branch: &[(u8, u64, u64)]) -> FunctionState {
         let mut s = FunctionState::default();
+        let f = FunctionId {
+            name: [0; 16],
+            code: [0; 32],
+        };
         for (node, taken, not) in branch {
             let m = MethodId(1);
             let kt = CounterKey {
@@ -158,14 +162,20 @@ mod tests {
             };
             let mut values = vec![(kt, *taken), (kn, *not)];
             values.sort();
-            let lane = Lane {
-                values: values.clone(),
-                ..Lane::default()
+            let lane = LaneId {
+                function: f,
+                node: NodeKey([*node; 32]),
+                incarnation: Incarnation(1),
+                group: GroupId(0),
             };
-            s.lanes.insert((NodeKey([*node; 32]), Incarnation(1), GroupId(0)), lane);
-            for (k, v) in values {
-                *s.sums.entry(k).or_insert(0) += v;
-            }
+            let delta = StoredDelta {
+                seq: 1,
+                issued_at: 0,
+                full: true,
+                entries: crate::wire::encode_entries(&values),
+                signature: crate::crypto::SigBytes([0; 32], [0; 32]),
+            };
+            s.apply(&lane, &delta, &values, &crate::wire::Limits::default(), |_, _, v, _| v);
         }
         s
     }
