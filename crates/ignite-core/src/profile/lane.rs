@@ -266,21 +266,34 @@ impl Lane {
             u64::MAX
         };
         let mut new_refs = 0u32;
-        let mut decide = |lane: &mut Lane, k: &CounterKey, held: u64, held_seq: Option<u32>, v: u64| -> Option<u64> {
-            if v <= held {
+        // Decides a counter's new cell: a higher value, or the same value now also carried by
+        // this newer delta (the reference moves, so older stored deltas can be dropped).
+        let mut decide = |lane: &mut Lane, k: &CounterKey, held: Option<Cell>, id: u32, v: u64| -> Option<Cell> {
+            let (held_value, held_seq) = held.map_or((0, None), |c| (c.value, Some(c.seq)));
+            if v < held_value {
                 return None;
             }
-            let allowed = cap(k, held, v, interval_ms).max(held);
+            if v == held_value {
+                return match held_seq {
+                    Some(s) if s < delta.seq && v > 0 => {
+                        lane.unref(s);
+                        new_refs += 1;
+                        Some(Cell { id, seq: delta.seq, value: v })
+                    }
+                    _ => None,
+                };
+            }
+            let allowed = cap(k, held_value, v, interval_ms).max(held_value);
             out.clamped += v - allowed;
-            if allowed == held {
+            if allowed == held_value {
                 return None;
             }
-            out.increments.push((*k, allowed - held));
+            out.increments.push((*k, allowed - held_value));
             if let Some(s) = held_seq {
                 lane.unref(s);
             }
             new_refs += 1;
-            Some(allowed)
+            Some(Cell { id, seq: delta.seq, value: allowed })
         };
         if new_keys == 0 {
             // Every key is known: update in place.
@@ -290,12 +303,8 @@ impl Lane {
                     i += 1;
                 }
                 let cell = self.values[i];
-                if let Some(nv) = decide(self, k, cell.value, Some(cell.seq), *v) {
-                    self.values[i] = Cell {
-                        id: *id,
-                        seq: delta.seq,
-                        value: nv,
-                    };
+                if let Some(c) = decide(self, k, Some(cell), *id, *v) {
+                    self.values[i] = c;
                 }
             }
         } else {
@@ -311,15 +320,8 @@ impl Lane {
                     i += 1;
                     old[i - 1]
                 });
-                match (
-                    decide(self, k, held.map_or(0, |c| c.value), held.map(|c| c.seq), *v),
-                    held,
-                ) {
-                    (Some(nv), _) => merged.push(Cell {
-                        id: *id,
-                        seq: delta.seq,
-                        value: nv,
-                    }),
+                match (decide(self, k, held, *id, *v), held) {
+                    (Some(c), _) => merged.push(c),
                     (None, Some(c)) => merged.push(c),
                     (None, None) => {}
                 }
@@ -351,6 +353,10 @@ impl Lane {
         while self.stored.len() > MAX_STORED_PER_LANE {
             self.stored.remove(0);
             self.refs.remove(0);
+        }
+        if self.stored.capacity() > 2 * self.stored.len() + 2 {
+            self.stored.shrink_to_fit();
+            self.refs.shrink_to_fit();
         }
     }
 
