@@ -191,7 +191,7 @@ impl Engine {
             else {
                 continue;
             };
-            for d in l.stored.iter().filter(|d| d.seq > *after) {
+            for d in l.stored.iter().map(|h| &h.delta).filter(|d| d.seq > *after) {
                 items.push(Outgoing {
                     cert: *cert,
                     lane: *lane,

@@ -6,7 +6,7 @@ use crate::profile::counter::CounterKey;
 use crate::tenancy::TenantId;
 use crate::wire::{self, Limits};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Identifies a lane inside a tenant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -138,12 +138,13 @@ pub(crate) struct ApplyOutcome {
 pub(crate) const MAX_STORED_PER_LANE: usize = 64;
 
 /// One counter of a lane: its id in the function's key table, the seq of the stored delta
-/// its value comes from, and the value. 16 bytes.
+/// its value comes from, and the value. 12 bytes: a value of `u32::MAX` or more is kept in
+/// the lane's `big` map and the cell holds `u32::MAX`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Cell {
     pub(crate) id: u32,
     pub(crate) seq: u32,
-    pub(crate) value: u64,
+    value: u32,
 }
 
 /// One entry of a delta being applied: key id, key, proposed value.
@@ -162,14 +163,28 @@ pub(crate) struct Lane {
     pub(crate) max_seq: u32,
     /// Every seq up to this one is held or superseded by a full delta.
     pub(crate) have: u32,
-    /// Seqs above `have` that are held.
-    pub(crate) above: BTreeSet<u32>,
     /// `issued_at` of the highest seq applied.
     pub(crate) last_issued: u64,
-    /// Stored signed deltas, by seq.
-    pub(crate) stored: Vec<StoredDelta>,
-    /// For each stored delta, how many current values come from it.
-    pub(crate) refs: Vec<u32>,
+    /// Stored signed deltas, by seq, each with how many current values come from it.
+    pub(crate) stored: Vec<Held>,
+    /// Rarely used parts, allocated only when needed.
+    rare: Option<Box<Rare>>,
+}
+
+/// A stored signed delta with the number of current values that come from it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Held {
+    pub(crate) delta: StoredDelta,
+    refs: u32,
+}
+
+/// Lane state that most lanes never need.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Rare {
+    /// Seqs above `have` that are held (non-empty only while deltas arrive out of order).
+    above: BTreeSet<u32>,
+    /// Values that do not fit in a cell's 32 bits, by key id.
+    big: BTreeMap<u32, u64>,
 }
 
 impl Lane {
@@ -177,13 +192,44 @@ impl Lane {
     pub(crate) fn value_of(&self, id: u32) -> u64 {
         self.values
             .binary_search_by(|c| c.id.cmp(&id))
-            .map(|i| self.values[i].value)
+            .map(|i| self.cell_value(&self.values[i]))
             .unwrap_or(0)
+    }
+
+    /// The value a cell stands for.
+    pub(crate) fn cell_value(&self, c: &Cell) -> u64 {
+        if c.value == u32::MAX {
+            self.rare
+                .as_ref()
+                .and_then(|r| r.big.get(&c.id).copied())
+                .unwrap_or(u64::from(u32::MAX))
+        } else {
+            u64::from(c.value)
+        }
+    }
+
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    fn in_above(&self, seq: u32) -> bool {
+        self.rare.as_ref().is_some_and(|r| r.above.contains(&seq))
+    }
+
+    fn make_cell(&mut self, id: u32, seq: u32, v: u64) -> Cell {
+        let value = match u32::try_from(v) {
+            Ok(small) if small != u32::MAX => small,
+            _ => {
+                self.rare_mut().big.insert(id, v);
+                u32::MAX
+            }
+        };
+        Cell { id, seq, value }
     }
 
     /// Finds a stored delta that conflicts with `entries` signed at `seq`.
     fn find_conflict(&self, seq: u32, entries: &[(CounterKey, u64)], limits: &Limits) -> Option<StoredDelta> {
-        for d in &self.stored {
+        for Held { delta: d, .. } in &self.stored {
             if d.seq == seq {
                 continue;
             }
@@ -203,8 +249,8 @@ impl Lane {
     }
 
     fn unref(&mut self, seq: u32) {
-        if let Ok(i) = self.stored.binary_search_by(|d| d.seq.cmp(&seq)) {
-            self.refs[i] = self.refs[i].saturating_sub(1);
+        if let Ok(i) = self.stored.binary_search_by(|h| h.delta.seq.cmp(&seq)) {
+            self.stored[i].refs = self.stored[i].refs.saturating_sub(1);
         }
     }
 
@@ -220,7 +266,7 @@ impl Lane {
         mut cap: impl FnMut(&CounterKey, u64, u64, u64) -> u64,
     ) -> ApplyOutcome {
         let mut out = ApplyOutcome::default();
-        if let Some(d) = self.stored.iter().find(|d| d.seq == delta.seq) {
+        if let Some(d) = self.stored.iter().map(|h| &h.delta).find(|d| d.seq == delta.seq) {
             if d.issued_at == delta.issued_at && d.full == delta.full && d.entries == delta.entries {
                 // The same body (a second valid signature of it is no conflict).
                 out.duplicate = true;
@@ -229,7 +275,7 @@ impl Lane {
             }
             return out;
         }
-        if delta.seq <= self.have || self.above.contains(&delta.seq) {
+        if delta.seq <= self.have || self.in_above(delta.seq) {
             // Held before and since dropped from storage because every value it carried was
             // superseded: nothing to apply, unless it conflicts with what is stored.
             if let Some(c) = self.find_conflict(delta.seq, by_key, limits) {
@@ -247,7 +293,7 @@ impl Lane {
                 i += 1;
             }
             if i < self.values.len() && self.values[i].id == *id {
-                decreases |= *v < self.values[i].value;
+                decreases |= *v < self.cell_value(&self.values[i]);
             } else {
                 new_keys += 1;
             }
@@ -269,7 +315,7 @@ impl Lane {
         // Decides a counter's new cell: a higher value, or the same value now also carried by
         // this newer delta (the reference moves, so older stored deltas can be dropped).
         let mut decide = |lane: &mut Lane, k: &CounterKey, held: Option<Cell>, id: u32, v: u64| -> Option<Cell> {
-            let (held_value, held_seq) = held.map_or((0, None), |c| (c.value, Some(c.seq)));
+            let (held_value, held_seq) = held.map_or((0, None), |c| (lane.cell_value(&c), Some(c.seq)));
             if v < held_value {
                 return None;
             }
@@ -278,7 +324,7 @@ impl Lane {
                     Some(s) if s < delta.seq && v > 0 => {
                         lane.unref(s);
                         new_refs += 1;
-                        Some(Cell { id, seq: delta.seq, value: v })
+                        Some(lane.make_cell(id, delta.seq, v))
                     }
                     _ => None,
                 };
@@ -293,7 +339,7 @@ impl Lane {
                 lane.unref(s);
             }
             new_refs += 1;
-            Some(Cell { id, seq: delta.seq, value: allowed })
+            Some(lane.make_cell(id, delta.seq, allowed))
         };
         if new_keys == 0 {
             // Every key is known: update in place.
@@ -331,9 +377,16 @@ impl Lane {
         }
         self.record_seq(delta);
         if new_refs > 0 {
-            let pos = self.stored.partition_point(|d| d.seq < delta.seq);
-            self.stored.insert(pos, delta.clone());
-            self.refs.insert(pos, new_refs);
+            let pos = self.stored.partition_point(|h| h.delta.seq < delta.seq);
+            // Most lanes hold one or two deltas: grow by exactly one.
+            self.stored.reserve_exact(1);
+            self.stored.insert(
+                pos,
+                Held {
+                    delta: delta.clone(),
+                    refs: new_refs,
+                },
+            );
         }
         self.drop_unreferenced();
         out
@@ -341,22 +394,12 @@ impl Lane {
 
     /// Drops stored deltas no current value comes from, then enforces the storage bound.
     fn drop_unreferenced(&mut self) {
-        let mut k = 0;
-        while k < self.stored.len() {
-            if self.refs[k] == 0 {
-                self.stored.remove(k);
-                self.refs.remove(k);
-            } else {
-                k += 1;
-            }
-        }
+        self.stored.retain(|h| h.refs > 0);
         while self.stored.len() > MAX_STORED_PER_LANE {
             self.stored.remove(0);
-            self.refs.remove(0);
         }
         if self.stored.capacity() > 2 * self.stored.len() + 2 {
             self.stored.shrink_to_fit();
-            self.refs.shrink_to_fit();
         }
     }
 
@@ -368,25 +411,32 @@ impl Lane {
         if delta.full {
             if delta.seq > self.have {
                 self.have = delta.seq;
-                self.above.retain(|s| *s > delta.seq);
+                if let Some(r) = self.rare.as_mut() {
+                    r.above.retain(|s| *s > delta.seq);
+                }
             }
-        } else if delta.seq > self.have {
-            self.above.insert(delta.seq);
-        }
-        while self.above.remove(&(self.have + 1)) {
+        } else if delta.seq == self.have + 1 {
             self.have += 1;
+        } else if delta.seq > self.have {
+            self.rare_mut().above.insert(delta.seq);
+        }
+        if let Some(r) = self.rare.as_mut() {
+            while r.above.remove(&(self.have + 1)) {
+                self.have += 1;
+            }
+            if r.above.is_empty() && r.big.is_empty() {
+                self.rare = None;
+            }
         }
     }
 
     /// Approximate heap bytes held.
     pub(crate) fn heap_bytes(&self) -> usize {
         self.values.capacity() * std::mem::size_of::<Cell>()
-            + self.refs.capacity() * 4
-            + self
-                .stored
-                .iter()
-                .map(|d| d.entries.capacity() + std::mem::size_of::<StoredDelta>())
-                .sum::<usize>()
-            + self.above.len() * 16
+            + self.stored.capacity() * std::mem::size_of::<Held>()
+            + self.stored.iter().map(|h| h.delta.entries.capacity()).sum::<usize>()
+            + self.rare.as_ref().map_or(0, |r| {
+                std::mem::size_of::<Rare>() + r.above.len() * 16 + r.big.len() * 32
+            })
     }
 }

@@ -49,7 +49,11 @@ impl CapConfig {
 /// Merged state of one function: every lane, and the per-counter sums over lanes.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct FunctionState {
-    pub(crate) lanes: BTreeMap<(NodeKey, Incarnation, GroupId), Lane>,
+    /// Lanes by (node index in `nodes`, incarnation, group).
+    pub(crate) lanes: BTreeMap<(u32, Incarnation, GroupId), Lane>,
+    /// Node table: lanes refer to nodes by a 4-byte index.
+    pub(crate) nodes: Vec<NodeKey>,
+    pub(crate) node_ids: BTreeMap<NodeKey, u32>,
     pub(crate) sums: BTreeMap<CounterKey, u64>,
     /// Key table: lanes store 4-byte key ids instead of 16-byte keys.
     pub(crate) ids: BTreeMap<CounterKey, u32>,
@@ -99,8 +103,9 @@ impl FunctionState {
                     self.ids.get(&key).is_some_and(|id| lane.value_of(*id) > 0)
                 })
             })
-            .map(|((n, _, _), _)| *n)
+            .map(|((n, _, _), _)| self.nodes[*n as usize])
             .collect();
+        nodes.sort_unstable();
         nodes.dedup();
         nodes.len()
     }
@@ -119,19 +124,22 @@ impl FunctionState {
         for ((n, _, _), lane) in &self.lanes {
             let v = lane.value_of(id);
             if v > 0 {
-                *out.entry(*n).or_insert(0) += v;
+                *out.entry(self.nodes[*n as usize]).or_insert(0) += v;
             }
         }
         out
     }
 
     pub(crate) fn lane(&self, node: NodeKey, inc: Incarnation, group: GroupId) -> Option<&Lane> {
-        self.lanes.get(&(node, inc, group))
+        self.lanes.get(&(*self.node_ids.get(&node)?, inc, group))
     }
 
     pub(crate) fn lanes_of_node(&self, node: &NodeKey) -> usize {
+        let Some(n) = self.node_ids.get(node).copied() else {
+            return 0;
+        };
         self.lanes
-            .range((*node, Incarnation(0), GroupId(0))..=(*node, Incarnation(u64::MAX), GroupId(u16::MAX)))
+            .range((n, Incarnation(0), GroupId(0))..=(n, Incarnation(u64::MAX), GroupId(u16::MAX)))
             .count()
     }
 
@@ -162,7 +170,16 @@ impl FunctionState {
         if !by_id.is_sorted_by_key(|e| e.0) {
             by_id.sort_unstable_by_key(|e| e.0);
         }
-        let l = self.lanes.entry((lane.node, lane.incarnation, lane.group)).or_default();
+        let n = match self.node_ids.get(&lane.node) {
+            Some(n) => *n,
+            None => {
+                let n = self.nodes.len() as u32;
+                self.nodes.push(lane.node);
+                self.node_ids.insert(lane.node, n);
+                n
+            }
+        };
+        let l = self.lanes.entry((n, lane.incarnation, lane.group)).or_default();
         let out = l.apply(delta, &by_id, entries, limits, cap);
         for (k, inc) in &out.increments {
             *self.sums.entry(*k).or_insert(0) += inc;
@@ -172,13 +189,17 @@ impl FunctionState {
 
     /// Removes every lane of `node` (revocation) and its contribution to the sums.
     pub(crate) fn remove_node(&mut self, node: &NodeKey) {
-        let keys: Vec<_> = self.lanes.keys().filter(|(n, _, _)| n == node).copied().collect();
+        let Some(idx) = self.node_ids.get(node).copied() else {
+            return;
+        };
+        let keys: Vec<_> = self.lanes.keys().filter(|(n, _, _)| *n == idx).copied().collect();
         for k in keys {
             if let Some(lane) = self.lanes.remove(&k) {
-                for cell in lane.values {
+                for cell in &lane.values {
                     let ck = self.keys[cell.id as usize];
+                    let v = lane.cell_value(cell);
                     if let Some(s) = self.sums.get_mut(&ck) {
-                        *s -= cell.value;
+                        *s -= v;
                         if *s == 0 {
                             self.sums.remove(&ck);
                         }
@@ -190,7 +211,7 @@ impl FunctionState {
 
     /// Approximate heap bytes held.
     pub fn heap_bytes(&self) -> usize {
-        let lane_overhead = std::mem::size_of::<((NodeKey, Incarnation, GroupId), Lane)>() + 16;
+        let lane_overhead = std::mem::size_of::<((u32, Incarnation, GroupId), Lane)>() + 16;
         self.lanes
             .values()
             .map(|l| l.heap_bytes() + lane_overhead)
@@ -199,11 +220,14 @@ impl FunctionState {
             + self.ids.len() * (std::mem::size_of::<(CounterKey, u32)>() + 16)
             + self.keys.capacity() * std::mem::size_of::<CounterKey>()
             + self.fired.len() * 24
+            + self.nodes.capacity() * 32
+            + self.node_ids.len() * (32 + 4 + 16)
     }
 
     /// Lane ids of this function with their (have, max) seqs.
     pub(crate) fn lane_seqs(&self, function: FunctionId) -> impl Iterator<Item = (LaneId, u32, u32)> + '_ {
-        self.lanes.iter().map(move |((node, incarnation, group), l)| {
+        self.lanes.iter().map(move |((n, incarnation, group), l)| {
+            let node = &self.nodes[*n as usize];
             (
                 LaneId {
                     function,
@@ -215,5 +239,102 @@ impl FunctionState {
                 l.max_seq,
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::SigBytes;
+
+    fn delta(seq: u32, full: bool, values: &[(CounterKey, u64)]) -> StoredDelta {
+        StoredDelta {
+            seq,
+            issued_at: u64::from(seq) * 1000,
+            full,
+            entries: crate::wire::encode_entries(values),
+            signature: SigBytes([0; 32], [0; 32]),
+        }
+    }
+
+    #[test]
+    fn values_beyond_32_bits_are_exact() {
+        let mut s = FunctionState::default();
+        let f = FunctionId {
+            name: [1; 16],
+            code: [2; 32],
+        };
+        let lane = LaneId {
+            function: f,
+            node: NodeKey([3; 32]),
+            incarnation: Incarnation(1),
+            group: GroupId(0),
+        };
+        let k = CounterKey {
+            method: MethodId(1),
+            tier: Tier(0),
+            counter: Counter::Backedges,
+        };
+        let k2 = CounterKey {
+            method: MethodId(1),
+            tier: Tier(0),
+            counter: Counter::Invocations,
+        };
+        let limits = Limits::default();
+        for (seq, v) in [
+            (1, 7u64),
+            (2, u64::from(u32::MAX) - 1),
+            (3, u64::from(u32::MAX)),
+            (4, 5_000_000_000),
+            (5, 9_000_000_000),
+        ] {
+            let values = [(k2, u64::from(seq)), (k, v)];
+            s.apply(&lane, &delta(seq, seq == 1, &values), &values, &limits, |_, _, p, _| p);
+            assert_eq!(s.merged(&k), v);
+            assert_eq!(s.per_node(&k).values().copied().collect::<Vec<_>>(), vec![v]);
+        }
+        // A stale lower value changes nothing and is not a conflict with the held big value.
+        let stale = [(k2, 1), (k, 7)];
+        let out = s.apply(&lane, &delta(1, true, &stale), &stale, &limits, |_, _, p, _| p);
+        assert!(out.increments.is_empty());
+        assert_eq!(s.merged(&k), 9_000_000_000);
+        s.remove_node(&lane.node);
+        assert_eq!(s.merged(&k), 0);
+        assert!(s.merged_counters().is_empty());
+    }
+
+    #[test]
+    fn a_full_delta_frees_older_stored_deltas() {
+        let mut s = FunctionState::default();
+        let f = FunctionId {
+            name: [1; 16],
+            code: [2; 32],
+        };
+        let lane = LaneId {
+            function: f,
+            node: NodeKey([3; 32]),
+            incarnation: Incarnation(1),
+            group: GroupId(0),
+        };
+        let key = |m| CounterKey {
+            method: MethodId(m),
+            tier: Tier(0),
+            counter: Counter::Invocations,
+        };
+        let limits = Limits::default();
+        let first = [(key(1), 1), (key(2), 1), (key(3), 1)];
+        s.apply(&lane, &delta(1, true, &first), &first, &limits, |_, _, p, _| p);
+        for seq in 2..6u32 {
+            let partial = [(key(seq % 3 + 1), u64::from(seq))];
+            s.apply(&lane, &delta(seq, false, &partial), &partial, &limits, |_, _, p, _| p);
+        }
+        let held = s.lane(lane.node, lane.incarnation, lane.group).unwrap();
+        assert!(held.stored.len() <= 4, "only deltas holding a current value are kept");
+        let all: Vec<_> = (1..=3).map(|m| (key(m), held.value_of(s.ids[&key(m)]))).collect();
+        s.apply(&lane, &delta(6, true, &all), &all, &limits, |_, _, p, _| p);
+        let held = s.lane(lane.node, lane.incarnation, lane.group).unwrap();
+        assert_eq!(held.stored.len(), 1);
+        assert_eq!(held.stored[0].delta.seq, 6);
+        assert_eq!(held.have, 6);
     }
 }
