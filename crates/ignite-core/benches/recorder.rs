@@ -70,6 +70,25 @@ fn record_invocation(c: &mut Criterion) {
             })
         });
     }
+    // Control: each thread updates its own private counter the same way (relaxed load and
+    // store), so any slowdown at 2 threads is the machine's (shared cores), not contention.
+    for threads in [1, 2] {
+        group.bench_function(format!("private_control/threads/{threads}"), |b| {
+            b.iter_custom(|iters| {
+                parallel(threads, iters, move |n| {
+                    let c = std::sync::atomic::AtomicU64::new(0);
+                    let c = black_box(&c);
+                    for _ in 0..n {
+                        let c = black_box(c);
+                        c.store(
+                            c.load(std::sync::atomic::Ordering::Relaxed) + 1,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                    }
+                })
+            })
+        });
+    }
     group.finish();
 }
 

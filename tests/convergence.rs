@@ -1,0 +1,951 @@
+//! Convergence of real engines on the deterministic simulated network
+//! ([`ignite::harness::Cluster`]): every engine must end with exactly the fleet's recorded
+//! totals, whatever the faults (loss, duplication, reordering, partitions, late joiners,
+//! crashes and restarts).
+//!
+//! Every scenario is seeded. Set `IGNITE_TEST_SEED=<u64>` (decimal or `0x` hex) to replay a
+//! failure: the seed is printed in every assertion message.
+
+mod common;
+
+use common::{T0, creds, function, tenant};
+use ignite::harness::Cluster;
+use ignite::rng::SplitMix64;
+use ignite::wire::{Body, Envelope, Limits, Sealer};
+use ignite::{
+    Config, Counter, CounterKey, Engine, Event, FunctionId, GroupId, Incarnation, MethodId, MethodProfiler,
+    MethodShape, Output, Peer, Recorder, Roles, TenantId, TenantRoot, TenantSecrets, Tier, Timestamp, TopicId,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Merged counters of a whole tenant, by (function, counter).
+type Totals = BTreeMap<(FunctionId, CounterKey), u64>;
+
+/// The seed used when `IGNITE_TEST_SEED` is not set.
+const DEFAULT_SEED: u64 = 0x1917_2024_0bad_cafe;
+
+/// Shape of every method registered by these tests.
+const SHAPE: MethodShape = MethodShape {
+    branch_sites: 2,
+    call_sites: 1,
+};
+
+/// The base seed of this run: `IGNITE_TEST_SEED` if set, else [`DEFAULT_SEED`].
+fn base_seed() -> u64 {
+    match std::env::var("IGNITE_TEST_SEED") {
+        Ok(s) => {
+            let s = s.trim();
+            let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+                Some(hex) => u64::from_str_radix(hex, 16),
+                None => s.parse(),
+            };
+            parsed.unwrap_or_else(|e| panic!("IGNITE_TEST_SEED={s:?} is not a u64: {e}"))
+        }
+        Err(_) => DEFAULT_SEED,
+    }
+}
+
+/// A per-scenario seed derived from the base seed, so scenarios do not share streams.
+/// Printed (and shown with a failing test's output) with the base seed that replays it.
+fn scenario_seed(name: &str) -> u64 {
+    let h = blake3::hash(name.as_bytes());
+    let seed = base_seed() ^ u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"));
+    eprintln!(
+        "scenario {name:?}: seed {seed}; replay with IGNITE_TEST_SEED={}",
+        base_seed()
+    );
+    seed
+}
+
+fn add(totals: &mut Totals, function: FunctionId, key: CounterKey, n: u64) {
+    if n > 0 {
+        *totals.entry((function, key)).or_insert(0) += n;
+    }
+}
+
+fn sub(totals: &mut Totals, other: &Totals) {
+    for (k, v) in other {
+        let e = totals.get_mut(k).expect("subtracting a recorded counter");
+        *e -= v;
+        if *e == 0 {
+            totals.remove(k);
+        }
+    }
+}
+
+/// Every merged counter an engine holds for a tenant.
+fn merged(engine: &Engine, tenant: &TenantId) -> Totals {
+    let mut out = Totals::new();
+    for f in engine.functions(tenant) {
+        if let Some(view) = engine.profile(tenant, &f) {
+            for (k, v) in view.counters() {
+                out.insert((f, *k), *v);
+            }
+        }
+    }
+    out
+}
+
+/// A short human-readable difference between two totals (at most `max` lines).
+fn diff(got: &Totals, want: &Totals, max: usize) -> String {
+    let keys: BTreeSet<_> = got.keys().chain(want.keys()).collect();
+    let lines: Vec<String> = keys
+        .into_iter()
+        .filter_map(|k| {
+            let (g, w) = (got.get(k).copied().unwrap_or(0), want.get(k).copied().unwrap_or(0));
+            (g != w).then(|| {
+                format!(
+                    "  {:?} m{} t{} {:?}: got {g}, want {w}",
+                    k.0, k.1.method.0, k.1.tier.0, k.1.counter
+                )
+            })
+        })
+        .collect();
+    let n = lines.len();
+    let mut s = lines.into_iter().take(max).collect::<Vec<_>>().join("\n");
+    if n > max {
+        s.push_str(&format!("\n  ... and {} more", n - max));
+    }
+    s
+}
+
+/// The first `n` method ids of method group `group` (default number of groups).
+fn methods_of_group(group: u16, n: usize) -> Vec<MethodId> {
+    let groups = Config::default().groups;
+    (0..)
+        .map(MethodId)
+        .filter(|m| GroupId::of(*m, groups) == GroupId(group))
+        .take(n)
+        .collect()
+}
+
+/// The (function, method, tier) every node records for: four methods (three at tier 0, one
+/// of them also at tier 1) of the first function, two more of the second if there is one.
+///
+/// The methods of each function are in one method group, so each publication signs one
+/// delta per function: signature checks dominate the run time of debug builds.
+fn method_keys(functions: &[FunctionId]) -> Vec<(FunctionId, MethodId, Tier)> {
+    let a = methods_of_group(0, 3);
+    let b = methods_of_group(1, 2);
+    let mut keys = vec![
+        (functions[0], a[0], Tier(0)),
+        (functions[0], a[1], Tier(0)),
+        (functions[0], a[2], Tier(0)),
+        (functions[0], a[0], Tier(1)),
+    ];
+    if let Some(f) = functions.get(1) {
+        keys.extend([(*f, b[0], Tier(0)), (*f, b[1], Tier(0))]);
+    }
+    keys
+}
+
+/// One simulated fleet of one tenant, with the totals it must converge to.
+struct Sim {
+    seed: u64,
+    cluster: Cluster,
+    root: TenantRoot,
+    secrets: TenantSecrets,
+    tenant: TenantId,
+    functions: Vec<FunctionId>,
+    /// Profilers of every method, per engine index (empty for engines that never record).
+    profilers: Vec<Vec<MethodProfiler>>,
+    /// Every count that must survive: everything recorded except counts lost in a crash.
+    totals: Totals,
+    /// Every count ever recorded, lost ones included.
+    recorded: Totals,
+    /// Generator of the recorded counts.
+    rng: SplitMix64,
+}
+
+impl Sim {
+    fn config(seed: u64, i: usize) -> Config {
+        Config {
+            seed: seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            ..Config::default()
+        }
+    }
+
+    /// `n` engines of one tenant joined at T0 (engine `i` is node byte `i + 1`), recording
+    /// methods of one or two functions.
+    fn new(seed: u64, n: usize, functions: usize) -> Sim {
+        let (root, secrets) = tenant(42);
+        let functions: Vec<FunctionId> = ["checkout", "thumbnail"][..functions]
+            .iter()
+            .map(|name| function(name))
+            .collect();
+        let mut engines = Vec::new();
+        let mut profilers = Vec::new();
+        for i in 0..n {
+            let mut e = Engine::new(Self::config(seed, i), Incarnation(1)).expect("valid config");
+            let (rec, _) = e
+                .join_tenant(T0, creds(&root, &secrets, i as u8 + 1, Roles::ALL))
+                .expect("join");
+            profilers.push(Self::register(&rec, &functions));
+            engines.push(e);
+        }
+        Sim {
+            seed,
+            cluster: Cluster::new(seed, T0, engines),
+            tenant: root.id(),
+            root,
+            secrets,
+            functions,
+            profilers,
+            totals: Totals::new(),
+            recorded: Totals::new(),
+            rng: SplitMix64::new(seed ^ 0x5eed),
+        }
+    }
+
+    fn register(rec: &Recorder, functions: &[FunctionId]) -> Vec<MethodProfiler> {
+        method_keys(functions)
+            .into_iter()
+            .map(|(f, m, t)| rec.method(f, m, t, SHAPE).expect("register method"))
+            .collect()
+    }
+
+    fn now(&self) -> Timestamp {
+        self.cluster.now()
+    }
+
+    /// Records random counts of every kind on engine `i`; returns what was recorded (not
+    /// yet added to the totals that must survive).
+    fn record_on(&mut self, i: usize) -> Totals {
+        let mut recorded = Totals::new();
+        let rng = &mut self.rng;
+        for p in &self.profilers[i] {
+            let (f, method, tier) = p.key();
+            let key = |counter| CounterKey { method, tier, counter };
+            let inv = 1 + rng.below(25);
+            for _ in 0..inv {
+                p.record_invocation();
+            }
+            add(&mut recorded, f, key(Counter::Invocations), inv);
+            let be = rng.below(300);
+            p.record_backedges(be);
+            add(&mut recorded, f, key(Counter::Backedges), be);
+            for site in 0..SHAPE.branch_sites {
+                for taken in [false, true] {
+                    let n = rng.below(6);
+                    for _ in 0..n {
+                        p.record_branch(site, taken);
+                    }
+                    add(&mut recorded, f, key(Counter::Branch { site, taken }), n);
+                }
+            }
+            for _ in 0..rng.below(6) {
+                let type_id = 1 + rng.below(3) as u32;
+                p.record_receiver(0, type_id);
+                add(&mut recorded, f, key(Counter::ReceiverTotal { site: 0 }), 1);
+                add(&mut recorded, f, key(Counter::Receiver { site: 0, type_id }), 1);
+            }
+            if rng.below(4) == 0 {
+                p.record_deopt();
+                add(&mut recorded, f, key(Counter::Deopts), 1);
+            }
+        }
+        for (k, v) in &recorded {
+            add(&mut self.recorded, k.0, k.1, *v);
+        }
+        recorded
+    }
+
+    /// Records on engine `i` and counts it in the totals that must survive.
+    fn record(&mut self, i: usize) {
+        for (k, v) in self.record_on(i) {
+            add(&mut self.totals, k.0, k.1, v);
+        }
+    }
+
+    /// Records on every engine that has profilers and is up.
+    fn record_all(&mut self) {
+        for i in 0..self.profilers.len() {
+            if !self.profilers[i].is_empty() && !self.cluster.down.contains(&i) {
+                self.record(i);
+            }
+        }
+    }
+
+    fn run_for(&mut self, ms: u64) {
+        let until = self.now().plus_ms(ms);
+        self.cluster.run_until(until);
+    }
+
+    /// `steps` rounds of: record on every engine, then run `step_ms` of virtual time.
+    fn record_for(&mut self, steps: usize, step_ms: u64) {
+        for _ in 0..steps {
+            self.record_all();
+            self.run_for(step_ms);
+        }
+    }
+
+    fn equivocations(&self) -> usize {
+        self.cluster
+            .events
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::Equivocation(_)))
+            .count()
+    }
+
+    /// Asserts that every engine holds exactly `self.totals`, and that no one equivocated.
+    fn assert_converged(&self, scenario: &str) {
+        assert!(
+            !self.totals.is_empty(),
+            "{scenario}: nothing recorded (seed {})",
+            self.seed
+        );
+        for (i, e) in self.cluster.engines.iter().enumerate() {
+            let got = merged(e, &self.tenant);
+            assert!(
+                got == self.totals,
+                "{scenario}: engine {i} did not converge to the recorded totals at {} ms \
+                 (scenario seed {}; replay with IGNITE_TEST_SEED={}):\n{}\nstats: {:?}",
+                self.now().millis_since(T0),
+                self.seed,
+                base_seed(),
+                diff(&got, &self.totals, 12),
+                e.stats(),
+            );
+            assert!(
+                e.evidence(&self.tenant).is_empty() && e.banned(&self.tenant).is_empty(),
+                "{scenario}: engine {i} holds equivocation evidence (seed {})",
+                self.seed
+            );
+        }
+        assert_eq!(
+            self.equivocations(),
+            0,
+            "{scenario}: equivocation events (seed {})",
+            self.seed
+        );
+    }
+
+    /// Engines whose merged counters differ from the totals.
+    fn laggards(&self) -> Vec<usize> {
+        (0..self.cluster.engines.len())
+            .filter(|&i| merged(&self.cluster.engines[i], &self.tenant) != self.totals)
+            .collect()
+    }
+}
+
+#[test]
+fn no_faults_every_engine_converges_to_exact_totals() {
+    let seed = scenario_seed("no faults");
+    let mut sim = Sim::new(seed, 5, 2);
+    sim.record_for(4, 700);
+    sim.run_for(20_000);
+    sim.assert_converged("no faults");
+    // Once converged, anti-entropy is quiet: one digest per engine per round, nothing else.
+    let sent: Vec<u64> = sim.cluster.engines.iter().map(|e| e.stats().sent_messages).collect();
+    sim.run_for(30_000);
+    for (i, e) in sim.cluster.engines.iter().enumerate() {
+        let more = e.stats().sent_messages - sent[i];
+        assert!(
+            more <= 3,
+            "engine {i} sent {more} messages in 30 s after convergence (seed {seed})"
+        );
+    }
+    sim.assert_converged("no faults, later");
+}
+
+#[test]
+fn duplicating_reordering_network_converges_to_exact_totals() {
+    let seed = scenario_seed("duplicating");
+    let mut sim = Sim::new(seed, 5, 1);
+    sim.cluster.net.duplicate = 0.3;
+    sim.cluster.net.delay_ms_min = 1;
+    sim.cluster.net.delay_ms_max = 1_500;
+    sim.record_for(4, 700);
+    sim.run_for(30_000);
+    sim.assert_converged("30% duplication, 1..1500 ms delay");
+}
+
+/// Runs the lossy scenario for one seed; returns a description of every engine that did not
+/// converge, with evidence of why (empty if all converged).
+///
+/// Before the fix of anti-entropy round ids (commit e192aac), 14 of 24 seeds left at least
+/// one engine stuck forever: a lost reply was retried with byte-identical sealed bytes (same
+/// state, deterministic sealing, nothing per round in the body), which the receiver dropped
+/// as an already-processed message. The evidence below (state frozen while duplicates are
+/// dropped) is what pointed there.
+fn lossy_run(seed: u64) -> Vec<String> {
+    let mut sim = Sim::new(seed, 6, 1);
+    sim.cluster.net.loss = 0.3;
+    sim.cluster.net.duplicate = 0.1;
+    sim.cluster.net.delay_ms_min = 1;
+    sim.cluster.net.delay_ms_max = 200;
+    sim.record_for(4, 700);
+    sim.run_for(120_000);
+    let laggards = sim.laggards();
+    if laggards.is_empty() {
+        sim.assert_converged("lossy");
+        return Vec::new();
+    }
+    // Evidence: over another minute (6 anti-entropy rounds each), does the laggards' state
+    // move, and how many messages are dropped as duplicates meanwhile?
+    let before: Vec<(Totals, u64)> = laggards
+        .iter()
+        .map(|&i| {
+            let e = &sim.cluster.engines[i];
+            (merged(e, &sim.tenant), e.stats().duplicate_messages)
+        })
+        .collect();
+    let dup_all_before: u64 = sim.cluster.engines.iter().map(|e| e.stats().duplicate_messages).sum();
+    sim.run_for(60_000);
+    let dup_all_after: u64 = sim.cluster.engines.iter().map(|e| e.stats().duplicate_messages).sum();
+    laggards
+        .iter()
+        .zip(before)
+        .map(|(&i, (state, dups))| {
+            let e = &sim.cluster.engines[i];
+            let now = merged(e, &sim.tenant);
+            format!(
+                "seed {seed}: engine {i} misses {} counters after 180 s; state changed in the \
+                 last 60 s: {}; its duplicate-message drops in the last 60 s: {}; fleet-wide: {}",
+                diff(&now, &sim.totals, usize::MAX).lines().count(),
+                now != state,
+                e.stats().duplicate_messages - dups,
+                dup_all_after - dup_all_before,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn lossy_duplicating_reordering_network_converges_by_anti_entropy() {
+    // Several seeds: a stuck engine depends on which message is lost.
+    let stuck: Vec<String> = (0..3).flat_map(|k| lossy_run(scenario_seed("lossy") ^ k)).collect();
+    assert!(
+        stuck.is_empty(),
+        "30% loss, 10% duplication, 1..200 ms delay: engines stuck (replay with \
+         IGNITE_TEST_SEED={}):\n{}",
+        base_seed(),
+        stuck.join("\n")
+    );
+}
+
+/// Kind of an anti-entropy or delta message, read by opening it with the tenant's secrets.
+fn kind(secrets: &TenantSecrets, bytes: &[u8]) -> &'static str {
+    let limits = Limits::default();
+    let env = Envelope::decode(bytes, &limits).expect("envelope");
+    let plain = Sealer::new(secrets).open(&env).expect("opens");
+    match Body::decode(&plain, &limits).expect("body") {
+        Body::Deltas(_) => "deltas",
+        Body::Revocations(_) => "revocations",
+        Body::SyncDigest { .. } => "digest",
+        Body::SyncPage { .. } => "page",
+        Body::SyncWant { .. } => "want",
+        Body::SyncMore { .. } => "more",
+    }
+}
+
+/// A lost anti-entropy reply is retried in a later round, without the harness: two engines,
+/// B holds counts A never got. In the first round the two replies that carry or request
+/// data (A's `SyncWant`, B's delta push) are lost; every later message is delivered, and A
+/// must catch up. Regression test: before anti-entropy messages carried a round id, every
+/// later digest and page was byte-identical to the one already processed (same state,
+/// deterministic sealing), so the receiver dropped it as a duplicate and never answered.
+#[test]
+fn anti_entropy_retries_after_lost_replies() {
+    let (root, secrets) = tenant(43);
+    let f = function("resize");
+    let mut a = common::engine(1, 1);
+    let mut b = common::engine(2, 1);
+    let (_, topic) = a.join_tenant(T0, creds(&root, &secrets, 1, Roles::ALL)).expect("join");
+    let (rec_b, _) = b.join_tenant(T0, creds(&root, &secrets, 2, Roles::ALL)).expect("join");
+    a.peer_joined(Peer(1), &topic);
+    b.peer_joined(Peer(0), &topic);
+    let m = methods_of_group(0, 1)[0];
+    let p = rec_b.method(f, m, Tier(0), SHAPE).expect("method");
+    for _ in 0..50 {
+        p.record_invocation();
+    }
+    // B's publication is lost.
+    b.flush(T0.plus_ms(10));
+    while b.poll_output().is_some() {}
+    let mut engines = [a, b];
+    let mut dropped = Vec::new();
+    let mut duplicates = 0;
+    for round in 0..6u64 {
+        let now = T0.plus_ms(1_000 + round * 10_000);
+        for e in engines.iter_mut() {
+            e.handle_timeout(now);
+        }
+        // Deliver point-to-point messages until quiet.
+        loop {
+            let mut queue = Vec::new();
+            for (i, e) in engines.iter_mut().enumerate() {
+                while let Some(out) = e.poll_output() {
+                    if let Output::Send { peer, bytes } = out {
+                        queue.push((i, peer.0 as usize, bytes));
+                    }
+                }
+            }
+            if queue.is_empty() {
+                break;
+            }
+            for (from, to, bytes) in queue {
+                let k = kind(&secrets, &bytes);
+                if round == 0 && (k == "want" || k == "deltas") {
+                    dropped.push(k);
+                    continue;
+                }
+                let r = engines[to].handle_message(now, Peer(from as u64), None, &bytes);
+                if matches!(r, Ok(acc) if acc.duplicate_message) {
+                    duplicates += 1;
+                }
+            }
+        }
+    }
+    assert!(!dropped.is_empty(), "the first round exchanged data");
+    let want = merged(&engines[1], &root.id());
+    assert_eq!(want.len(), 1);
+    assert_eq!(
+        merged(&engines[0], &root.id()),
+        want,
+        "A never caught up after the first round's replies {dropped:?} were lost; {duplicates} \
+         later anti-entropy messages were dropped as duplicates of messages already processed"
+    );
+}
+
+#[test]
+fn late_joiner_catches_up_by_anti_entropy_alone() {
+    let seed = scenario_seed("late joiner");
+    let n = 5;
+    let mut sim = Sim::new(seed, n, 1);
+    sim.record_for(4, 700);
+    // Let every publication happen and settle: nothing is published from here on.
+    sim.run_for(15_000);
+    sim.assert_converged("before the late join");
+    let published_before: Vec<u64> = sim
+        .cluster
+        .engines
+        .iter()
+        .map(|e| e.stats().published_messages)
+        .collect();
+
+    let now = sim.now();
+    let mut late = Engine::new(Sim::config(seed, n), Incarnation(1)).expect("valid config");
+    late.join_tenant(now, creds(&sim.root, &sim.secrets, n as u8 + 1, Roles::ALL))
+        .expect("join");
+    sim.cluster.engines.push(late);
+    sim.profilers.push(Vec::new());
+    sim.cluster.resubscribe();
+    sim.run_for(30_000);
+
+    let published_after: Vec<u64> = sim.cluster.engines[..n]
+        .iter()
+        .map(|e| e.stats().published_messages)
+        .collect();
+    assert_eq!(
+        published_before, published_after,
+        "nobody published after the join (seed {seed})"
+    );
+    let late = &sim.cluster.engines[n];
+    assert!(
+        late.stats().deltas_applied > 0,
+        "late joiner applied no delta (seed {seed})"
+    );
+    assert_eq!(
+        late.stats().published_messages,
+        0,
+        "late joiner published (seed {seed})"
+    );
+    sim.assert_converged("late joiner");
+}
+
+#[test]
+fn partition_during_recording_heals_to_exact_totals() {
+    let seed = scenario_seed("partition");
+    let n = 6;
+    let mut sim = Sim::new(seed, n, 1);
+    sim.cluster.net.delay_ms_max = 50;
+    sim.record_for(1, 700);
+    for a in 0..n / 2 {
+        for b in n / 2..n {
+            sim.cluster.blocked.insert((a, b));
+            sim.cluster.blocked.insert((b, a));
+        }
+    }
+    sim.record_for(3, 700);
+    sim.run_for(3_000);
+    // Each half holds only its own recent counts.
+    assert_eq!(sim.laggards().len(), n, "the partition had no effect (seed {seed})");
+    let half = merged(&sim.cluster.engines[0], &sim.tenant);
+    assert!(
+        (1..n / 2).all(|i| merged(&sim.cluster.engines[i], &sim.tenant) == half),
+        "one half converged within itself (seed {seed})"
+    );
+    sim.cluster.blocked.clear();
+    sim.record_for(1, 700);
+    sim.run_for(60_000);
+    sim.assert_converged("partition healed");
+}
+
+#[test]
+fn crash_without_state_loses_exactly_the_unflushed_counts() {
+    let seed = scenario_seed("crash");
+    let n = 5;
+    let mut sim = Sim::new(seed, n, 1);
+    sim.cluster.net.delay_ms_max = 50;
+    let victim = 2;
+    sim.record_for(3, 700);
+    // Everything recorded so far is flushed and delivered...
+    let now = sim.now();
+    sim.cluster.engines[victim].flush(now);
+    sim.run_for(300);
+    // ...then the victim records more and crashes before publishing it.
+    let unflushed = sim.record_on(victim);
+    assert!(!unflushed.is_empty());
+    // The node restarts without state: a new incarnation, the same credentials.
+    let now = sim.now();
+    let mut fresh = Engine::new(Sim::config(seed, victim), Incarnation(2)).expect("valid config");
+    let (rec, _) = fresh
+        .join_tenant(now, creds(&sim.root, &sim.secrets, victim as u8 + 1, Roles::ALL))
+        .expect("join");
+    sim.profilers[victim] = Sim::register(&rec, &sim.functions);
+    sim.cluster.engines[victim] = fresh;
+    sim.cluster.resubscribe();
+    sim.record_for(3, 700);
+    sim.run_for(30_000);
+
+    let mut expected = sim.recorded.clone();
+    sub(&mut expected, &unflushed);
+    assert_eq!(
+        expected, sim.totals,
+        "bookkeeping: totals = recorded - unflushed (seed {seed})"
+    );
+    sim.assert_converged("crash without state");
+    // The restarted engine learnt its previous incarnation's counts from the fleet.
+    let restarted = merged(&sim.cluster.engines[victim], &sim.tenant);
+    assert_eq!(restarted, sim.totals, "restarted engine (seed {seed})");
+    let view = sim.cluster.engines[0]
+        .profile(&sim.tenant, &sim.functions[0])
+        .expect("profile");
+    let m = methods_of_group(0, 1)[0];
+    assert_eq!(view.contributors(m, Tier(1)), n, "every node contributed (seed {seed})");
+}
+
+#[test]
+fn restart_from_snapshot_keeps_every_count() {
+    let seed = scenario_seed("snapshot restart");
+    let mut sim = Sim::new(seed, 5, 1);
+    sim.cluster.net.delay_ms_max = 100;
+    sim.cluster.net.duplicate = 0.1;
+    let victim = 3;
+    let restart = |sim: &mut Sim| {
+        let snap = sim.cluster.engines[victim].snapshot();
+        let restored = Engine::restore(Sim::config(seed, victim), &snap).expect("restore a fresh snapshot");
+        assert_eq!(restored.incarnation(), Incarnation(1));
+        assert_eq!(
+            merged(&restored, &sim.tenant),
+            merged(&sim.cluster.engines[victim], &sim.tenant),
+            "restored merged state (seed {seed})"
+        );
+        let rec = restored.recorder(&sim.tenant).expect("recorder of the restored engine");
+        sim.profilers[victim] = Sim::register(&rec, &sim.functions);
+        sim.cluster.engines[victim] = restored;
+    };
+    sim.record_for(3, 700);
+    // Counts recorded but not yet published are in the snapshot too.
+    sim.record(victim);
+    restart(&mut sim);
+    sim.record_for(3, 700);
+    // A second restart, right after the first publications of the restored engine.
+    restart(&mut sim);
+    sim.record_for(2, 700);
+    sim.run_for(30_000);
+    sim.assert_converged("restart from snapshot");
+}
+
+/// A message in flight on the tap network: (from, to, on the topic, bytes).
+type InFlight = (usize, usize, bool, Vec<u8>);
+
+/// A minimal copy of the harness's network that also hashes every output of every engine,
+/// in order, so that two runs can be compared byte for byte.
+struct TapNet {
+    engines: Vec<Engine>,
+    topic: TopicId,
+    now: Timestamp,
+    queue: BTreeMap<(Timestamp, u64), InFlight>,
+    next_id: u64,
+    rng: SplitMix64,
+    /// Loss probability, in percent.
+    loss: u64,
+    tap: blake3::Hasher,
+    outputs: u64,
+}
+
+impl TapNet {
+    fn drain(&mut self, i: usize) {
+        while let Some(out) = self.engines[i].poll_output() {
+            let (targets, gossip, bytes): (Vec<usize>, bool, Vec<u8>) = match out {
+                Output::Publish { topic, bytes } => {
+                    assert_eq!(topic, self.topic);
+                    self.tap.update(b"P");
+                    ((0..self.engines.len()).filter(|&j| j != i).collect(), true, bytes)
+                }
+                Output::Send { peer, bytes } => {
+                    self.tap.update(b"S");
+                    self.tap.update(&peer.0.to_le_bytes());
+                    (vec![peer.0 as usize], false, bytes)
+                }
+                Output::Event(e) => {
+                    self.tap.update(format!("E{e:?}").as_bytes());
+                    continue;
+                }
+                other => panic!("unexpected output {other:?}"),
+            };
+            self.outputs += 1;
+            self.tap.update(&(i as u64).to_le_bytes());
+            self.tap.update(&(bytes.len() as u64).to_le_bytes());
+            self.tap.update(&bytes);
+            for j in targets {
+                if self.rng.below(100) < self.loss {
+                    continue;
+                }
+                let at = self.now.plus_ms(1 + self.rng.below(150));
+                self.next_id += 1;
+                self.queue.insert((at, self.next_id), (i, j, gossip, bytes.clone()));
+            }
+        }
+    }
+
+    fn run_until(&mut self, until: Timestamp) {
+        loop {
+            for i in 0..self.engines.len() {
+                self.drain(i);
+            }
+            let next_msg = self.queue.keys().next().map(|(t, _)| *t);
+            let next_timer = (0..self.engines.len())
+                .filter_map(|i| self.engines[i].poll_timeout().map(|t| (t.max(self.now), i)))
+                .min();
+            let next = match (next_msg, next_timer) {
+                (Some(m), Some((t, _))) => m.min(t),
+                (Some(m), None) => m,
+                (None, Some((t, _))) => t,
+                (None, None) => break,
+            };
+            if next > until {
+                break;
+            }
+            self.now = next;
+            if next_msg == Some(next) {
+                let (_, (from, to, gossip, bytes)) = self.queue.pop_first().expect("queued");
+                let topic = gossip.then_some(&self.topic);
+                let _ = self.engines[to].handle_message(self.now, Peer(from as u64), topic, &bytes);
+            } else if let Some((_, i)) = next_timer {
+                self.engines[i].handle_timeout(self.now);
+            }
+        }
+        self.now = self.now.max(until);
+    }
+}
+
+/// Runs one fixed scenario; returns (hash of every output in order, number of messages,
+/// final snapshot of every engine, final merged totals of engine 0).
+fn tap_run(seed: u64) -> ([u8; 32], u64, Vec<Vec<u8>>, Totals) {
+    let (root, secrets) = tenant(42);
+    let functions = [function("checkout")];
+    let mut engines = Vec::new();
+    let mut profilers = Vec::new();
+    let mut topic = None;
+    let n = 5;
+    for i in 0..n {
+        let mut e = Engine::new(Sim::config(seed, i), Incarnation(1)).expect("valid config");
+        let (rec, t) = e
+            .join_tenant(T0, creds(&root, &secrets, i as u8 + 1, Roles::ALL))
+            .expect("join");
+        profilers.push(Sim::register(&rec, &functions));
+        topic = Some(t);
+        engines.push(e);
+    }
+    let topic = topic.expect("topic");
+    for (i, e) in engines.iter_mut().enumerate() {
+        for j in (0..n).filter(|j| *j != i) {
+            e.peer_joined(Peer(j as u64), &topic);
+        }
+    }
+    let mut net = TapNet {
+        engines,
+        topic,
+        now: T0,
+        queue: BTreeMap::new(),
+        next_id: 0,
+        rng: SplitMix64::new(seed),
+        loss: 20,
+        tap: blake3::Hasher::new(),
+        outputs: 0,
+    };
+    let mut rng = SplitMix64::new(seed ^ 0xabcdef);
+    for _ in 0..4 {
+        for ps in &profilers {
+            for p in ps {
+                for _ in 0..1 + rng.below(20) {
+                    p.record_invocation();
+                }
+                p.record_backedges(rng.below(100));
+                p.record_branch(rng.below(2) as u16, rng.below(2) == 0);
+                p.record_receiver(0, rng.below(4) as u32);
+            }
+        }
+        let until = net.now.plus_ms(700);
+        net.run_until(until);
+    }
+    let until = net.now.plus_ms(25_000);
+    net.run_until(until);
+    let snaps = net.engines.iter().map(|e| e.snapshot()).collect();
+    let totals = merged(&net.engines[0], &root.id());
+    (*net.tap.finalize().as_bytes(), net.outputs, snaps, totals)
+}
+
+#[test]
+fn same_seeds_give_byte_identical_outputs_and_state() {
+    let seed = scenario_seed("determinism");
+    let (h1, n1, s1, t1) = tap_run(seed);
+    let (h2, n2, s2, t2) = tap_run(seed);
+    assert!(n1 > 30, "scenario produced too few messages ({n1}) (seed {seed})");
+    assert_eq!(n1, n2, "message counts differ between runs (seed {seed})");
+    assert_eq!(h1, h2, "output byte streams differ between runs (seed {seed})");
+    assert!(!t1.is_empty());
+    assert_eq!(t1, t2, "final merged state differs (seed {seed})");
+    for (i, (a, b)) in s1.iter().zip(&s2).enumerate() {
+        assert!(a == b, "engine {i}: final snapshots differ (seed {seed})");
+    }
+
+    // The harness is deterministic too: same seeds, same deliveries, events and state.
+    let run = || {
+        let mut sim = Sim::new(seed, 5, 1);
+        sim.cluster.net.loss = 0.2;
+        sim.cluster.net.duplicate = 0.1;
+        sim.cluster.net.delay_ms_max = 150;
+        sim.record_for(3, 700);
+        sim.run_for(20_000);
+        let snaps: Vec<Vec<u8>> = sim.cluster.engines.iter().map(|e| e.snapshot()).collect();
+        let events = format!("{:?}", sim.cluster.events);
+        (sim.cluster.delivered, sim.cluster.delivered_bytes, events, snaps)
+    };
+    let a = run();
+    let b = run();
+    assert_eq!(a.0, b.0, "harness delivered counts differ (seed {seed})");
+    assert_eq!(a.1, b.1, "harness delivered bytes differ (seed {seed})");
+    assert!(a.2 == b.2, "harness events differ (seed {seed})");
+    assert!(a.3 == b.3, "harness final snapshots differ (seed {seed})");
+}
+
+/// Every lane an engine holds, as (lane hash → (have, max)), read from the `SyncPage` it
+/// answers to a digest that matches nothing.
+fn lane_table(e: &mut Engine, secrets: &TenantSecrets, now: Timestamp) -> BTreeMap<u64, (u32, u32)> {
+    let digest = Body::SyncDigest {
+        round: 0x5ca1ab1e ^ now.0,
+        lanes_root: [0; 32],
+        revocations: [0; 32],
+    };
+    let bytes = Sealer::new(secrets).seal(&digest.encode());
+    e.handle_message(now, Peer(999), None, &bytes).expect("digest accepted");
+    let mut out = BTreeMap::new();
+    while let Some(o) = e.poll_output() {
+        if let Output::Send { peer: Peer(999), bytes } = o {
+            let limits = Limits::default();
+            let env = Envelope::decode(&bytes, &limits).expect("envelope");
+            let plain = Sealer::new(secrets).open(&env).expect("opens");
+            if let Body::SyncPage { lanes, last, .. } = Body::decode(&plain, &limits).expect("body") {
+                assert!(last, "one page");
+                out.extend(lanes.into_iter().map(|(h, have, max)| (h, (have, max))));
+            }
+        }
+    }
+    e.peer_left(Peer(999), &Sealer::new(secrets).topic().clone());
+    out
+}
+
+/// Anti-entropy stops once engines agree: a lagging engine that missed deltas which every
+/// holder has since dropped (each value they carried was overwritten by a newer partial
+/// delta) must still end with the same lane digest as its peers.
+///
+/// Origin O publishes seq 1 (full: invocations 1, backedges 1), seq 2 (invocations 2) and
+/// seq 3 (backedges 2) of one lane. Relay R receives all three and, like O, drops seq 1 (no
+/// current value comes from it). Laggard L receives only seq 3, then syncs with R: R serves
+/// its stored seqs 2 and 3, so L's counters are exact, but L's `have` stays 0 (seq 1 is
+/// missing and no longer stored anywhere; O sends its next full delta only at seq 17). L's
+/// lane digest differs from R's forever, so every round between them ships a page, a want
+/// and the same stored deltas again.
+#[test]
+#[ignore = "bug: a lane's `have` never passes a seq every holder dropped as unreferenced \
+            (profile/lane.rs), so anti-entropy between converged engines never quiesces"]
+fn anti_entropy_quiesces_after_deltas_were_dropped_as_unreferenced() {
+    let (root, secrets) = tenant(44);
+    let f = function("encode");
+    let mut o = common::engine(1, 1);
+    let mut r = common::engine(2, 1);
+    let mut l = common::engine(3, 1);
+    let (rec_o, topic) = o.join_tenant(T0, creds(&root, &secrets, 1, Roles::ALL)).expect("join");
+    r.join_tenant(T0, creds(&root, &secrets, 2, Roles::ALL)).expect("join");
+    l.join_tenant(T0, creds(&root, &secrets, 3, Roles::ALL)).expect("join");
+    let p = rec_o.method(f, MethodId(0), Tier(0), SHAPE).expect("method");
+    let publish = |o: &mut Engine, at: u64| {
+        o.flush(T0.plus_ms(at));
+        let mut out = Vec::new();
+        while let Some(x) = o.poll_output() {
+            if let Output::Publish { bytes, .. } = x {
+                out.push(bytes);
+            }
+        }
+        assert_eq!(out.len(), 1);
+        out.pop().expect("one message")
+    };
+    p.record_invocation();
+    p.record_backedge();
+    let m1 = publish(&mut o, 100);
+    p.record_invocation();
+    let m2 = publish(&mut o, 200);
+    p.record_backedge();
+    let m3 = publish(&mut o, 300);
+    let now = T0.plus_ms(1_000);
+    for m in [&m1, &m2, &m3] {
+        r.handle_message(now, Peer(0), Some(&topic), m).expect("accepted");
+    }
+    l.handle_message(now, Peer(0), Some(&topic), &m3).expect("accepted");
+    // Only R and L talk from now on.
+    r.peer_joined(Peer(2), &topic);
+    l.peer_joined(Peer(1), &topic);
+    let mut engines = [r, l];
+    let mut sent_per_round = Vec::new();
+    for round in 0..4u64 {
+        let now = T0.plus_ms(2_000 + round * 10_000);
+        let mut sent = 0;
+        for e in engines.iter_mut() {
+            e.handle_timeout(now);
+        }
+        loop {
+            let mut queue = Vec::new();
+            for (i, e) in engines.iter_mut().enumerate() {
+                while let Some(out) = e.poll_output() {
+                    if let Output::Send { bytes, .. } = out {
+                        queue.push((1 - i, bytes));
+                    }
+                }
+            }
+            if queue.is_empty() {
+                break;
+            }
+            sent += queue.len();
+            for (to, bytes) in queue {
+                let from = Peer(if to == 0 { 2 } else { 1 });
+                let _ = engines[to].handle_message(now, from, None, &bytes);
+            }
+        }
+        sent_per_round.push(sent);
+    }
+    let [mut r, mut l] = engines;
+    assert_eq!(merged(&l, &root.id()), merged(&o, &root.id()), "L's counters are exact");
+    assert_eq!(merged(&r, &root.id()), merged(&o, &root.id()), "R's counters are exact");
+    let now = T0.plus_ms(60_000);
+    let (tr, tl) = (lane_table(&mut r, &secrets, now), lane_table(&mut l, &secrets, now));
+    assert_eq!(
+        tl, tr,
+        "lane (have, max) of L vs R after convergence; messages sent per sync round: \
+         {sent_per_round:?} (2 digests per round once quiet)"
+    );
+    assert_eq!(sent_per_round.last(), Some(&2), "anti-entropy is quiet once converged");
+}
