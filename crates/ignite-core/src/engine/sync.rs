@@ -1,7 +1,8 @@
 //! Anti-entropy: catching up with one peer using only signed data.
 //!
-//! 1. A → B `SyncDigest`: a hash over every (lane, have, max) A holds, and a digest of A's
-//!    revocations.
+//! 1. A → B `SyncDigest`: a hash over every (lane, hash of the lane's values) A holds,
+//!    and a digest of A's revocations. Two engines holding the same values for every lane
+//!    have the same digest even if one of them missed deltas that were superseded.
 //! 2. B, if its revocations differ, sends all of them (root-signed); if the lane hash
 //!    differs, sends the first page of its lanes ordered by lane hash.
 //! 3. A compares the page with its lanes in the same hash range: it sends B the stored
@@ -14,23 +15,23 @@
 use super::Engine;
 use super::publish::{Outgoing, pack};
 use crate::ids::{Peer, TenantTag, Timestamp};
-use crate::profile::LaneId;
+use crate::profile::{LaneId, LaneSummary};
 use crate::wire::Body;
 use std::collections::BTreeMap;
 
-/// (lane, have, max) by lane hash.
-type LaneIndex = BTreeMap<u64, (LaneId, u32, u32)>;
+/// Lanes and their summaries by lane hash.
+type LaneIndex = BTreeMap<u64, (LaneId, LaneSummary)>;
 
 /// Encoded size bound of one page entry.
-const PAGE_ENTRY_MAX: usize = 20;
+const PAGE_ENTRY_MAX: usize = 30;
 
 impl Engine {
     fn lane_index(&self, tag: TenantTag) -> LaneIndex {
         let t = &self.tenants[&tag];
         let mut idx = BTreeMap::new();
         for (f, state) in &t.functions {
-            for (lane, have, max) in state.lane_seqs(*f) {
-                idx.insert(lane.hash64(), (lane, have, max));
+            for (lane, summary) in state.lane_seqs(*f) {
+                idx.insert(lane.hash64(), (lane, summary));
             }
         }
         idx
@@ -38,10 +39,9 @@ impl Engine {
 
     fn lanes_root(idx: &LaneIndex) -> [u8; 32] {
         let mut h = blake3::Hasher::new_derive_key("ignite v1 lanes root");
-        for (hash, (_, have, max)) in idx {
+        for (hash, (_, sum)) in idx {
             h.update(&hash.to_le_bytes());
-            h.update(&have.to_le_bytes());
-            h.update(&max.to_le_bytes());
+            h.update(&sum.vhash.to_le_bytes());
         }
         *h.finalize().as_bytes()
     }
@@ -99,10 +99,10 @@ impl Engine {
     pub(super) fn send_page(&mut self, tag: TenantTag, to: Peer, round: u64, start: u64) {
         let idx = self.lane_index(tag);
         let size = self.page_size();
-        let lanes: Vec<(u64, u32, u32)> = idx
+        let lanes: Vec<(u64, u32, u32, u64)> = idx
             .range(start..)
             .take(size + 1)
-            .map(|(h, (_, have, max))| (*h, *have, *max))
+            .map(|(h, (_, s))| (*h, s.have, s.max, s.vhash))
             .collect();
         let last = lanes.len() <= size;
         let lanes = lanes.into_iter().take(size).collect();
@@ -125,7 +125,7 @@ impl Engine {
         round: u64,
         start: u64,
         last: bool,
-        lanes: &[(u64, u32, u32)],
+        lanes: &[(u64, u32, u32, u64)],
     ) {
         let end = if last {
             u64::MAX
@@ -133,23 +133,37 @@ impl Engine {
             lanes.last().map_or(u64::MAX, |l| l.0)
         };
         let idx = self.lane_index(tag);
-        let theirs: BTreeMap<u64, (u32, u32)> = lanes.iter().map(|(h, have, max)| (*h, (*have, *max))).collect();
+        let theirs: BTreeMap<u64, LaneSummary> = lanes
+            .iter()
+            .map(|(h, have, max, vhash)| {
+                (
+                    *h,
+                    LaneSummary {
+                        have: *have,
+                        max: *max,
+                        vhash: *vhash,
+                    },
+                )
+            })
+            .collect();
+        // Lanes whose values agree are in sync, whatever each side's seqs.
+        let same = |a: &LaneSummary, b: &LaneSummary| a.vhash == b.vhash;
         let mut send: Vec<(LaneId, u32)> = Vec::new();
-        for (h, (lane, _, my_max)) in idx.range(start..=end) {
+        for (h, (lane, mine)) in idx.range(start..=end) {
             match theirs.get(h) {
                 None => send.push((*lane, 0)),
-                Some((their_have, _)) if my_max > their_have => send.push((*lane, *their_have)),
+                Some(t) if !same(mine, t) && mine.max > t.have => send.push((*lane, t.have)),
                 _ => {}
             }
         }
         let mut want: Vec<(u64, u32)> = Vec::new();
-        for (h, (_, their_max)) in &theirs {
+        for (h, t) in &theirs {
             if *h < start || *h > end {
                 continue;
             }
             match idx.get(h) {
                 None => want.push((*h, 0)),
-                Some((_, my_have, _)) if their_max > my_have => want.push((*h, *my_have)),
+                Some((_, mine)) if !same(mine, t) && t.max > mine.have => want.push((*h, mine.have)),
                 _ => {}
             }
         }
@@ -173,7 +187,7 @@ impl Engine {
         let idx = self.lane_index(tag);
         let send: Vec<(LaneId, u32)> = lanes
             .iter()
-            .filter_map(|(h, have)| idx.get(h).map(|(l, _, _)| (*l, *have)))
+            .filter_map(|(h, have)| idx.get(h).map(|(l, _)| (*l, *have)))
             .collect();
         self.send_stored(tag, from, &send);
     }

@@ -147,6 +147,27 @@ pub(crate) struct Cell {
     value: u32,
 }
 
+/// A 64-bit mix of a counter key and value, for [`Lane::vhash`] (not cryptographic: a
+/// mismatch only triggers anti-entropy, a collision only delays it).
+pub(crate) fn mix(key: &CounterKey, value: u64) -> u64 {
+    let (kind, site, sub) = match key.counter {
+        crate::profile::counter::Counter::Invocations => (1u64, 0u64, 0u64),
+        crate::profile::counter::Counter::Backedges => (2, 0, 0),
+        crate::profile::counter::Counter::Deopts => (3, 0, 0),
+        crate::profile::counter::Counter::Branch { site, taken } => (4, u64::from(site), u64::from(taken)),
+        crate::profile::counter::Counter::ReceiverTotal { site } => (5, u64::from(site), 0),
+        crate::profile::counter::Counter::Receiver { site, type_id } => (6, u64::from(site), u64::from(type_id)),
+    };
+    let mut z = u64::from(key.method.0) << 32 ^ u64::from(key.tier.0) << 24 ^ kind << 16 ^ site;
+    for x in [sub, value] {
+        z = (z ^ x).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+    }
+    z
+}
+
 /// One entry of a delta being applied: key id, key, proposed value.
 pub(crate) type IdEntry = (u32, CounterKey, u64);
 
@@ -167,6 +188,9 @@ pub(crate) struct Lane {
     pub(crate) last_issued: u64,
     /// Stored signed deltas, by seq, each with how many current values come from it.
     pub(crate) stored: Vec<Held>,
+    /// XOR over the lane's counters of `mix(key, value)`: equal on two engines exactly
+    /// when (with overwhelming probability) they hold the same values. Kept incrementally.
+    pub(crate) vhash: u64,
     /// Rarely used parts, allocated only when needed.
     rare: Option<Box<Rare>>,
 }
@@ -335,6 +359,10 @@ impl Lane {
                 return None;
             }
             out.increments.push((*k, allowed - held_value));
+            if held_value > 0 {
+                lane.vhash ^= mix(k, held_value);
+            }
+            lane.vhash ^= mix(k, allowed);
             if let Some(s) = held_seq {
                 lane.unref(s);
             }

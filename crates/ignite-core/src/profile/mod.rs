@@ -11,5 +11,6 @@ mod state;
 mod view;
 
 pub use lane::{Evidence, LaneId, StoredDelta};
+pub(crate) use state::LaneSummary;
 pub use state::{CapConfig, FunctionState};
 pub use view::ProfileView;

@@ -46,6 +46,17 @@ impl CapConfig {
     }
 }
 
+/// What anti-entropy compares about a lane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LaneSummary {
+    /// Every seq up to this one is held or superseded.
+    pub(crate) have: u32,
+    /// Highest seq applied.
+    pub(crate) max: u32,
+    /// Hash of the lane's values.
+    pub(crate) vhash: u64,
+}
+
 /// Merged state of one function: every lane, and the per-counter sums over lanes.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct FunctionState {
@@ -225,7 +236,7 @@ impl FunctionState {
     }
 
     /// Lane ids of this function with their (have, max) seqs.
-    pub(crate) fn lane_seqs(&self, function: FunctionId) -> impl Iterator<Item = (LaneId, u32, u32)> + '_ {
+    pub(crate) fn lane_seqs(&self, function: FunctionId) -> impl Iterator<Item = (LaneId, LaneSummary)> + '_ {
         self.lanes.iter().map(move |((n, incarnation, group), l)| {
             let node = &self.nodes[*n as usize];
             (
@@ -235,8 +246,11 @@ impl FunctionState {
                     incarnation: *incarnation,
                     group: *group,
                 },
-                l.have,
-                l.max_seq,
+                LaneSummary {
+                    have: l.have,
+                    max: l.max_seq,
+                    vhash: l.vhash,
+                },
             )
         })
     }

@@ -165,9 +165,9 @@ pub enum Body<'a> {
         start: u64,
         /// Whether this is the last page.
         last: bool,
-        /// (lane hash, seq up to which everything is held, highest seq held), strictly
-        /// increasing by hash.
-        lanes: Vec<(u64, u32, u32)>,
+        /// (lane hash, seq up to which everything is held, highest seq held, hash of the
+        /// lane's values), strictly increasing by lane hash.
+        lanes: Vec<(u64, u32, u32, u64)>,
     },
     /// Anti-entropy: lanes the sender wants, with the seq it already holds (0 = none).
     SyncWant {
