@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{T0, creds, function, tenant};
+use common::{T0, Totals, creds, function, merged, tenant};
 use ignite::harness::Cluster;
 use ignite::rng::SplitMix64;
 use ignite::wire::{Body, Envelope, Limits, Sealer};
@@ -17,9 +17,6 @@ use ignite::{
     MethodShape, Output, Peer, Recorder, Roles, TenantId, TenantRoot, TenantSecrets, Tier, Timestamp, TopicId,
 };
 use std::collections::{BTreeMap, BTreeSet};
-
-/// Merged counters of a whole tenant, by (function, counter).
-type Totals = BTreeMap<(FunctionId, CounterKey), u64>;
 
 /// The seed used when `IGNITE_TEST_SEED` is not set.
 const DEFAULT_SEED: u64 = 0x1917_2024_0bad_cafe;
@@ -71,19 +68,6 @@ fn sub(totals: &mut Totals, other: &Totals) {
             totals.remove(k);
         }
     }
-}
-
-/// Every merged counter an engine holds for a tenant.
-fn merged(engine: &Engine, tenant: &TenantId) -> Totals {
-    let mut out = Totals::new();
-    for f in engine.functions(tenant) {
-        if let Some(view) = engine.profile(tenant, &f) {
-            for (k, v) in view.counters() {
-                out.insert((f, *k), *v);
-            }
-        }
-    }
-    out
 }
 
 /// A short human-readable difference between two totals (at most `max` lines).

@@ -17,14 +17,6 @@ use std::collections::BTreeMap;
 const NOW: Timestamp = Timestamp(T0.0 + 1_000);
 const M: u32 = 7;
 
-fn inv(m: u32) -> CounterKey {
-    CounterKey {
-        method: MethodId(m),
-        tier: Tier(0),
-        counter: Counter::Invocations,
-    }
-}
-
 fn spec(f: FunctionId, seq: u32, value: u64) -> DeltaSpec {
     DeltaSpec::new(f, seq, vec![(inv(M), value)])
 }

@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{T0, creds, function, tenant};
+use common::{T0, Totals, creds, function, merged, tenant};
 use crdts::{CmRDT, CvRDT, Dot, GCounter};
 use ignite::crypto::SigBytes;
 use ignite::profile::CapConfig;
@@ -29,9 +29,6 @@ use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, OnceLock};
-
-/// Merged counters of a tenant, by (function, counter).
-type Totals = BTreeMap<(FunctionId, CounterKey), u64>;
 
 /// Shape of every method registered by these tests.
 const SHAPE: MethodShape = MethodShape {
@@ -61,19 +58,6 @@ fn add(totals: &mut Totals, function: FunctionId, key: CounterKey, n: u64) {
     if n > 0 {
         *totals.entry((function, key)).or_insert(0) += n;
     }
-}
-
-/// Every merged counter an engine holds for a tenant.
-fn merged(engine: &Engine, tenant: &TenantId) -> Totals {
-    let mut out = Totals::new();
-    for f in engine.functions(tenant) {
-        if let Some(view) = engine.profile(tenant, &f) {
-            for (k, v) in view.counters() {
-                out.insert((f, *k), *v);
-            }
-        }
-    }
-    out
 }
 
 /// The first `n` method ids of method group `group` (default number of groups).

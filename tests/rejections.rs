@@ -44,14 +44,6 @@ fn order_two_point() -> [u8; 32] {
     p
 }
 
-fn inv(m: u32) -> CounterKey {
-    CounterKey {
-        method: MethodId(m),
-        tier: Tier(0),
-        counter: Counter::Invocations,
-    }
-}
-
 fn spec(f: FunctionId, seq: u32, value: u64) -> DeltaSpec {
     DeltaSpec::new(f, seq, vec![(inv(M), value)])
 }

@@ -7,8 +7,8 @@ use ignite::profile::StoredDelta;
 use ignite::tenancy::SignedCert;
 use ignite::wire::{self, Body, DeltaBatch, DeltaWire, Sealer};
 use ignite::{
-    Config, CounterKey, Engine, FunctionId, GroupId, Incarnation, Roles, TenantCredentials, TenantRoot, TenantSecrets,
-    Timestamp,
+    Config, Counter, CounterKey, Engine, FunctionId, GroupId, Incarnation, MethodId, Roles, TenantCredentials,
+    TenantId, TenantRoot, TenantSecrets, Tier, Timestamp,
 };
 
 /// Start of virtual time in every test.
@@ -151,4 +151,29 @@ pub fn message(
 /// A signature with every byte replaced.
 pub fn garbage_sig() -> SigBytes {
     SigBytes([0x55; 32], [0x11; 32])
+}
+
+/// Merged counters of every function of a tenant.
+pub type Totals = std::collections::BTreeMap<(FunctionId, CounterKey), u64>;
+
+/// Every merged counter an engine holds for a tenant.
+pub fn merged(engine: &Engine, tenant: &TenantId) -> Totals {
+    let mut out = Totals::new();
+    for f in engine.functions(tenant) {
+        if let Some(view) = engine.profile(tenant, &f) {
+            for (k, v) in view.counters() {
+                out.insert((f, *k), *v);
+            }
+        }
+    }
+    out
+}
+
+/// The tier-0 invocation counter of method `m`.
+pub fn inv(m: u32) -> CounterKey {
+    CounterKey {
+        method: MethodId(m),
+        tier: Tier(0),
+        counter: Counter::Invocations,
+    }
 }
