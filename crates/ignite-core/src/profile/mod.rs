@@ -12,5 +12,5 @@ mod view;
 
 pub use lane::{Evidence, LaneId, StoredDelta};
 pub(crate) use state::LaneSummary;
-pub use state::{CapConfig, FunctionState};
+pub use state::{Applied, CapConfig, FunctionState};
 pub use view::ProfileView;

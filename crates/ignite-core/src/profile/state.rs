@@ -46,6 +46,17 @@ impl CapConfig {
     }
 }
 
+/// What [`FunctionState::apply_verified`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// Counters that rose.
+    pub increments: usize,
+    /// The delta conflicts with one held (its signer equivocated); nothing was applied.
+    pub conflict: bool,
+    /// The delta was already held, or everything it carries was superseded.
+    pub duplicate: bool,
+}
+
 /// What anti-entropy compares about a lane.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct LaneSummary {
@@ -152,6 +163,20 @@ impl FunctionState {
         self.lanes
             .range((n, Incarnation(0), GroupId(0))..=(n, Incarnation(u64::MAX), GroupId(u16::MAX)))
             .count()
+    }
+
+    /// Applies a delta whose signature and certificate were already checked, with no
+    /// increment cap: for simulators that verify each message once for all the engines they
+    /// run, and for benchmarks. `entries` must be the decoded `delta.entries`. Engines
+    /// themselves go through [`Engine::handle_message`](crate::Engine::handle_message),
+    /// which checks everything first.
+    pub fn apply_verified(&mut self, lane: &LaneId, delta: &StoredDelta, entries: &[(CounterKey, u64)]) -> Applied {
+        let out = self.apply(lane, delta, entries, &Limits::default(), |_, _, proposed, _| proposed);
+        Applied {
+            increments: out.increments.len(),
+            conflict: out.conflict.is_some(),
+            duplicate: out.duplicate,
+        }
     }
 
     /// Applies a verified delta to its lane and the sums.
