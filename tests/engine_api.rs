@@ -441,7 +441,7 @@ fn counters_per_function_are_bounded() {
     let key = common::node_key(2);
     // Methods of group 0 only, as the engine checks that entries belong to their lane's group.
     let group0: Vec<u32> = (0..10_000)
-        .filter(|m| ignite::GroupId::of(MethodId(*m), 4) == ignite::GroupId(0))
+        .filter(|m| ignite::GroupId::of(MethodId(*m), Config::default().groups) == ignite::GroupId(0))
         .collect();
     let entries = |from: usize| -> Vec<(CounterKey, u64)> {
         group0[from..from + 60]

@@ -72,7 +72,7 @@ pub struct DeltaSpec {
 }
 
 impl DeltaSpec {
-    /// A delta of `entries` at `seq`, group computed with the default 4 groups.
+    /// A delta of `entries` at `seq`, group computed with the default number of groups.
     pub fn new(function: FunctionId, seq: u32, entries: Vec<(CounterKey, u64)>) -> DeltaSpec {
         let group = GroupId::of(entries[0].0.method, Config::default().groups);
         DeltaSpec {

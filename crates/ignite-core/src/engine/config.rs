@@ -82,7 +82,7 @@ impl Default for Config {
         Config {
             seed: 0,
             limits: Limits::default(),
-            groups: 4,
+            groups: 2,
             publish_floor_ms: 1_000,
             max_deltas_per_s: 100,
             full_every: 16,
