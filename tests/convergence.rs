@@ -420,6 +420,8 @@ fn kind(secrets: &TenantSecrets, bytes: &[u8]) -> &'static str {
         Body::SyncPage { .. } => "page",
         Body::SyncWant { .. } => "want",
         Body::SyncMore { .. } => "more",
+        Body::Evidence(_) => "evidence",
+        _ => "other",
     }
 }
 

@@ -568,3 +568,135 @@ fn messages_arriving_together_are_verified_in_one_batch() {
         single.profile(&root.id(), &f).unwrap().counters()
     );
 }
+
+fn engine_with_tenant(seed: u8) -> (Engine, ignite::TenantRoot, ignite::TenantSecrets, ignite::TopicId) {
+    let (root, secrets) = tenant(seed);
+    let mut e = engine(u64::from(seed), 1);
+    let (_, topic) = e.join_tenant(T0, creds(&root, &secrets, 0, Roles::ALL)).unwrap();
+    (e, root, secrets, topic)
+}
+
+#[test]
+fn evidence_from_a_peer_bans_the_node_everywhere_with_the_same_state() {
+    let (mut a, root, secrets, topic) = engine_with_tenant(20);
+    let mut b = engine(99, 1);
+    b.join_tenant(T0, creds(&root, &secrets, 9, Roles::ALL)).unwrap();
+    let f = function("evid");
+    let c2 = creds(&root, &secrets, 2, Roles::ALL);
+    let k2 = common::node_key(2);
+    let one = common::message(
+        &root,
+        &secrets,
+        c2.cert(),
+        &k2,
+        &common::DeltaSpec::new(f, 1, vec![(common::inv(7), 10)]),
+    );
+    let other = common::message(
+        &root,
+        &secrets,
+        c2.cert(),
+        &k2,
+        &common::DeltaSpec::new(f, 1, vec![(common::inv(7), 11)]),
+    );
+    // B saw only the first version; A sees both and detects the equivocation.
+    b.handle_message(T0, ignite::Peer(2), Some(&topic), &one).unwrap();
+    a.handle_message(T0, ignite::Peer(2), Some(&topic), &one).unwrap();
+    assert_eq!(
+        a.handle_message(T0, ignite::Peer(2), Some(&topic), &other),
+        Err(ignite::Rejection::Equivocation)
+    );
+    let gossip = publishes(&mut a);
+    assert_eq!(gossip.len(), 1, "the evidence is published");
+    b.handle_message(T0, ignite::Peer(0), Some(&topic), &gossip[0]).unwrap();
+    assert_eq!(b.banned(&root.id()), vec![c2.node()]);
+    assert_eq!(b.evidence(&root.id()).len(), 1);
+    assert_eq!(common::merged(&a, &root.id()), common::merged(&b, &root.id()));
+    assert!(
+        common::merged(&b, &root.id()).is_empty(),
+        "the equivocator's counts are gone on both"
+    );
+    // Forged evidence (two identical deltas) is refused and bans nobody.
+    let mut c = engine(98, 1);
+    c.join_tenant(T0, creds(&root, &secrets, 8, Roles::ALL)).unwrap();
+    let mut fake = a.evidence(&root.id())[0].clone();
+    fake.second = fake.first.clone();
+    let bytes = ignite::wire::Sealer::new(&secrets).seal(&ignite::wire::Body::Evidence(Box::new(fake)).encode());
+    assert!(c.handle_message(T0, ignite::Peer(0), Some(&topic), &bytes).is_err());
+    assert!(c.banned(&root.id()).is_empty());
+}
+
+#[test]
+fn full_delta_omitting_a_counter_is_equivocation_in_either_order() {
+    let f = function("omit");
+    for order in [[0usize, 1], [1, 0]] {
+        let (mut a, root, secrets, topic) = engine_with_tenant(21);
+        let c2 = creds(&root, &secrets, 2, Roles::ALL);
+        let k2 = common::node_key(2);
+        let m = (0..10_000u32)
+            .filter(|m| ignite::GroupId::of(MethodId(*m), 2) == ignite::GroupId(0))
+            .take(2)
+            .collect::<Vec<_>>();
+        let partial = common::DeltaSpec::new(f, 1, vec![(common::inv(m[0]), 1_000_000)]);
+        let full = common::DeltaSpec {
+            full: true,
+            ..common::DeltaSpec::new(f, 2, vec![(common::inv(m[1]), 1)])
+        };
+        let msgs = [
+            common::message(&root, &secrets, c2.cert(), &k2, &partial),
+            common::message(&root, &secrets, c2.cert(), &k2, &full),
+        ];
+        let results: Vec<_> = order
+            .iter()
+            .map(|i| a.handle_message(T0, ignite::Peer(2), Some(&topic), &msgs[*i]))
+            .collect();
+        assert_eq!(results[1], Err(ignite::Rejection::Equivocation), "order {order:?}");
+        assert!(a.evidence(&root.id())[0].verify(&ignite::wire::Limits::default()));
+        assert!(common::merged(&a, &root.id()).is_empty());
+    }
+}
+
+#[test]
+fn malformed_deltas_and_pages_are_refused_without_panicking() {
+    let (mut a, root, secrets, topic) = engine_with_tenant(22);
+    let f = function("bad");
+    let c2 = creds(&root, &secrets, 2, Roles::ALL);
+    let k2 = common::node_key(2);
+    for spec in [
+        common::DeltaSpec::new(f, 0, vec![(common::inv(1), 5)]),
+        common::DeltaSpec::new(f, u32::MAX, vec![(common::inv(1), 5)]),
+        common::DeltaSpec::new(f, 1, vec![(common::inv(1), 0)]),
+    ] {
+        let r = a.handle_message(
+            T0,
+            ignite::Peer(2),
+            Some(&topic),
+            &common::message(&root, &secrets, c2.cert(), &k2, &spec),
+        );
+        assert!(
+            matches!(r, Err(ignite::Rejection::Wire(ignite::wire::WireError::Malformed(_)))),
+            "{spec:?}: {r:?}"
+        );
+    }
+    assert!(a.functions(&root.id()).is_empty(), "no phantom function");
+    // A page whose lanes are out of order or below its start is refused (it used to be
+    // able to make the receiver panic).
+    let ok = common::message(
+        &root,
+        &secrets,
+        c2.cert(),
+        &k2,
+        &common::DeltaSpec::new(f, 1, vec![(common::inv(1), 5)]),
+    );
+    a.handle_message(T0, ignite::Peer(2), Some(&topic), &ok).unwrap();
+    let sealer = ignite::wire::Sealer::new(&secrets);
+    for lanes in [vec![(5u64, 0u32, 0u32, 0u64)], vec![(200, 0, 0, 0), (150, 0, 0, 0)]] {
+        let body = ignite::wire::Body::SyncPage {
+            round: 1,
+            start: 100,
+            last: false,
+            lanes,
+        };
+        let r = a.handle_message(T0, ignite::Peer(3), None, &sealer.seal(&body.encode()));
+        assert_eq!(r, Err(ignite::Rejection::Wire(ignite::wire::WireError::Unordered)));
+    }
+}

@@ -178,7 +178,14 @@ impl Engine {
         if t.banned.contains(&lane.node) {
             return Err(Rejection::Banned);
         }
+        if stored.seq == 0 || stored.seq == u32::MAX {
+            return Err(crate::wire::WireError::Malformed("seq out of range".into()).into());
+        }
         let entries = wire::decode_entries(&stored.entries, &limits)?;
+        // Publishers send only counters that rose, so never an empty delta or a zero value.
+        if entries.is_empty() || entries.iter().any(|(_, v)| *v == 0) {
+            return Err(crate::wire::WireError::Malformed("empty delta or zero value".into()).into());
+        }
         let groups = self.config.groups;
         if entries.iter().any(|(k, _)| GroupId::of(k.method, groups) != lane.group) {
             return Err(crate::wire::WireError::Malformed("entry outside its method group".into()).into());
@@ -194,9 +201,10 @@ impl Engine {
                 {
                     return Err(Rejection::Limit("incarnations per node"));
                 }
-                let fits_anyway = state.sums.len() + entries.len() <= max_counters;
+                // Bounded on the key table, which holds every key ever interned for the function.
+                let fits_anyway = state.ids.len() + entries.len() <= max_counters;
                 if !fits_anyway
-                    && state.sums.len() + entries.iter().filter(|(k, _)| !state.sums.contains_key(k)).count()
+                    && state.ids.len() + entries.iter().filter(|(k, _)| !state.ids.contains_key(k)).count()
                         > max_counters
                 {
                     return Err(Rejection::Limit("counters per function"));
@@ -216,13 +224,7 @@ impl Engine {
                 first: conflict,
                 second: stored,
             };
-            t.banned.insert(lane.node);
-            if t.evidence.len() < super::tenant::MAX_EVIDENCE {
-                t.evidence.push(evidence.clone());
-            }
-            tracing::warn!(node = ?lane.node, "equivocation detected");
-            self.outputs
-                .push_back(Output::Event(Event::Equivocation(Box::new(evidence))));
+            self.ban(tag, evidence, true);
             return Err(Rejection::Equivocation);
         }
         if out.duplicate {
@@ -252,6 +254,50 @@ impl Engine {
             }));
         }
         Ok(false)
+    }
+
+    /// Stops accepting an equivocating node: removes its counts (as a revocation does, so
+    /// every engine that learns of it ends in the same state), keeps the evidence, tells the
+    /// host, and — when this engine found it — publishes the evidence to the tenant.
+    pub(super) fn ban(&mut self, tag: TenantTag, evidence: Evidence, publish: bool) {
+        let t = self.tenants.get_mut(&tag).expect("tenant present");
+        let node = evidence.lane.node;
+        if !t.banned.insert(node) {
+            return;
+        }
+        for f in t.functions.values_mut() {
+            f.remove_node(&node);
+        }
+        if t.evidence.len() < super::tenant::MAX_EVIDENCE {
+            t.evidence.push(evidence.clone());
+        }
+        tracing::warn!(node = ?node, "equivocation detected");
+        if publish {
+            let bytes = t
+                .sealer
+                .seal(&crate::wire::Body::Evidence(Box::new(evidence.clone())).encode());
+            let topic = t.sealer.topic().clone();
+            self.push_publish(topic, bytes);
+        }
+        self.outputs
+            .push_back(Output::Event(Event::Equivocation(Box::new(evidence))));
+    }
+
+    /// Evidence of equivocation received from a peer: verified, then acted on like our own.
+    pub(super) fn on_evidence(&mut self, tag: TenantTag, evidence: Evidence) -> Result<(), Rejection> {
+        let t = &self.tenants[&tag];
+        if evidence.tenant != t.tenant {
+            return Err(CertError::WrongRoot.into());
+        }
+        if t.banned.contains(&evidence.lane.node) {
+            return Ok(());
+        }
+        if !evidence.verify(&self.config.limits) {
+            return Err(crate::wire::WireError::Malformed("evidence does not prove equivocation".into()).into());
+        }
+        self.stats.signatures_verified += 2;
+        self.ban(tag, evidence, false);
+        Ok(())
     }
 
     /// Emits a threshold event for each touched method that crossed a tier threshold.

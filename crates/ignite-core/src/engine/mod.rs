@@ -596,6 +596,7 @@ impl Engine {
         match body {
             Body::Deltas(_) => unreachable!("delta batches are ingested together"),
             Body::Revocations(revs) => self.apply_revocations(tag, &revs)?,
+            Body::Evidence(evidence) => self.on_evidence(tag, *evidence)?,
             Body::SyncDigest {
                 round,
                 lanes_root,

@@ -152,8 +152,11 @@ impl Engine {
             all.extend(changed.iter().copied());
             let all: Vec<(CounterKey, u64)> = all.into_iter().collect();
             let want_full = own.seq == 0 || own.since_full + 1 >= full_every;
-            let (entries, full) = if want_full && all.len() <= per_chunk {
-                (all.clone(), true)
+            // A full delta when the lane fits in one; otherwise every counter again in chunks,
+            // which lets receivers drop older stored deltas all the same.
+            let (entries, full) = if want_full {
+                let fits = all.len() <= per_chunk;
+                (all.clone(), fits)
             } else {
                 (changed, false)
             };
@@ -192,7 +195,7 @@ impl Engine {
                     },
                 });
             }
-            own.since_full = if full { 0 } else { own.since_full + 1 };
+            own.since_full = if want_full { 0 } else { own.since_full + 1 };
             own.published = all;
         }
         // Apply our own deltas locally through the same path as everyone else's.

@@ -132,6 +132,9 @@ impl Engine {
         } else {
             lanes.last().map_or(u64::MAX, |l| l.0)
         };
+        if end < start {
+            return;
+        }
         let idx = self.lane_index(tag);
         let theirs: BTreeMap<u64, LaneSummary> = lanes
             .iter()

@@ -115,9 +115,18 @@ impl Evidence {
         ) else {
             return false;
         };
-        a.iter()
-            .any(|(k, v)| b.binary_search_by(|(bk, _)| bk.cmp(k)).is_ok_and(|i| b[i].1 < *v))
+        conflicts(&a, &b, hi.full)
     }
+}
+
+/// Whether the entries `lo` signed at a lower seq conflict with `hi` signed at a higher seq
+/// of the same lane: a counter lower in `hi`, or, when `hi` is full (every counter of the
+/// lane), a counter of `lo` missing from `hi`.
+fn conflicts(lo: &[(CounterKey, u64)], hi: &[(CounterKey, u64)], hi_full: bool) -> bool {
+    lo.iter().any(|(k, v)| match hi.binary_search_by(|(hk, _)| hk.cmp(k)) {
+        Ok(i) => hi[i].1 < *v,
+        Err(_) => hi_full,
+    })
 }
 
 /// What applying a delta to a lane did.
@@ -132,10 +141,6 @@ pub(crate) struct ApplyOutcome {
     /// The exact same delta was already held.
     pub(crate) duplicate: bool,
 }
-
-/// Most stored deltas kept per lane (a safety bound: a stored delta is dropped as soon as
-/// no counter's current value comes from it, so honest lanes hold far fewer).
-pub(crate) const MAX_STORED_PER_LANE: usize = 64;
 
 /// One counter of a lane: its id in the function's key table, the seq of the stored delta
 /// its value comes from, and the value. 12 bytes: a value of `u32::MAX` or more is kept in
@@ -252,7 +257,13 @@ impl Lane {
     }
 
     /// Finds a stored delta that conflicts with `entries` signed at `seq`.
-    fn find_conflict(&self, seq: u32, entries: &[(CounterKey, u64)], limits: &Limits) -> Option<StoredDelta> {
+    fn find_conflict(
+        &self,
+        seq: u32,
+        full: bool,
+        entries: &[(CounterKey, u64)],
+        limits: &Limits,
+    ) -> Option<StoredDelta> {
         for Held { delta: d, .. } in &self.stored {
             if d.seq == seq {
                 continue;
@@ -260,13 +271,13 @@ impl Lane {
             let Ok(de) = wire::decode_entries(&d.entries, limits) else {
                 continue;
             };
-            for (k, v) in entries {
-                if let Ok(i) = de.binary_search_by(|(dk, _)| dk.cmp(k)) {
-                    let dv = de[i].1;
-                    if (d.seq < seq && dv > *v) || (d.seq > seq && dv < *v) {
-                        return Some(d.clone());
-                    }
-                }
+            let conflict = if d.seq < seq {
+                conflicts(&de, entries, full)
+            } else {
+                conflicts(entries, &de, d.full)
+            };
+            if conflict {
+                return Some(d.clone());
             }
         }
         None
@@ -302,7 +313,7 @@ impl Lane {
         if delta.seq <= self.have || self.in_above(delta.seq) {
             // Held before and since dropped from storage because every value it carried was
             // superseded: nothing to apply, unless it conflicts with what is stored.
-            if let Some(c) = self.find_conflict(delta.seq, by_key, limits) {
+            if let Some(c) = self.find_conflict(delta.seq, delta.full, by_key, limits) {
                 out.conflict = Some(c);
             } else {
                 out.duplicate = true;
@@ -322,10 +333,12 @@ impl Lane {
                 new_keys += 1;
             }
         }
-        // Fast path: in order and nothing decreases, so nothing stored can conflict.
+        // Fast path: in order, nothing decreases, and a full delta covers every held
+        // counter, so nothing stored can conflict.
         let in_order = delta.seq > self.max_seq;
-        if (!in_order || decreases)
-            && let Some(c) = self.find_conflict(delta.seq, by_key, limits)
+        let full_misses_a_key = delta.full && by_id.len() - new_keys < self.values.len();
+        if (!in_order || decreases || full_misses_a_key)
+            && let Some(c) = self.find_conflict(delta.seq, delta.full, by_key, limits)
         {
             out.conflict = Some(c);
             return out;
@@ -420,12 +433,11 @@ impl Lane {
         out
     }
 
-    /// Drops stored deltas no current value comes from, then enforces the storage bound.
+    /// Drops stored deltas no current value comes from.
     fn drop_unreferenced(&mut self) {
+        // Every stored delta holds at least one current value, so a lane never stores more
+        // deltas than it has counters (bounded by `max_counters_per_function`).
         self.stored.retain(|h| h.refs > 0);
-        while self.stored.len() > MAX_STORED_PER_LANE {
-            self.stored.remove(0);
-        }
         if self.stored.capacity() > 2 * self.stored.len() + 2 {
             self.stored.shrink_to_fit();
         }

@@ -141,12 +141,15 @@ impl<'a> Envelope<'a> {
 
 /// The sealed content of a message.
 #[derive(Debug, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Body<'a> {
     /// Signed profile deltas (published on the topic, or served by anti-entropy).
     #[serde(borrow)]
     Deltas(DeltaBatch<'a>),
     /// Root-signed revocations.
     Revocations(Vec<SignedRevocation>),
+    /// Proof that a node equivocated (two conflicting deltas it signed).
+    Evidence(Box<crate::profile::Evidence>),
     /// Anti-entropy opening: a digest of everything the sender holds.
     SyncDigest {
         /// Round id chosen by the opener and echoed by every message of the round, so that
@@ -217,9 +220,16 @@ impl<'a> Body<'a> {
                 Ok(())
             }
             Body::Revocations(r) => bound("revocations", r.len(), limits.max_refs_per_message),
-            Body::SyncPage { lanes, .. } => bound("sync entries", lanes.len(), limits.max_sync_entries),
+            Body::SyncPage { lanes, start, .. } => {
+                bound("sync entries", lanes.len(), limits.max_sync_entries)?;
+                let ordered = lanes.windows(2).all(|w| w[0].0 < w[1].0);
+                if !ordered || lanes.first().is_some_and(|l| l.0 < *start) {
+                    return Err(WireError::Unordered);
+                }
+                Ok(())
+            }
             Body::SyncWant { lanes, .. } => bound("sync entries", lanes.len(), limits.max_sync_entries),
-            Body::SyncDigest { .. } | Body::SyncMore { .. } => Ok(()),
+            Body::SyncDigest { .. } | Body::SyncMore { .. } | Body::Evidence(_) => Ok(()),
         }
     }
 
