@@ -700,3 +700,62 @@ fn malformed_deltas_and_pages_are_refused_without_panicking() {
         assert_eq!(r, Err(ignite::Rejection::Wire(ignite::wire::WireError::Unordered)));
     }
 }
+
+#[test]
+fn expired_functions_stay_dropped_and_own_lanes_continue_when_they_return() {
+    let (root, secrets) = tenant(23);
+    let f = function("idle-then-busy");
+    let cfg = || Config {
+        function_ttl_ms: 600_000,
+        seen_cache: 8,
+        ..Config::default()
+    };
+    let mut engines = Vec::new();
+    let mut recs = Vec::new();
+    for i in 0..3u8 {
+        let mut e = Engine::new(
+            Config {
+                seed: u64::from(i),
+                ..cfg()
+            },
+            Incarnation(1),
+        )
+        .unwrap();
+        let (r, _) = e.join_tenant(T0, creds(&root, &secrets, i, Roles::ALL)).unwrap();
+        engines.push(e);
+        recs.push(r);
+    }
+    let mut cluster = Cluster::new(5, T0, engines);
+    for r in &recs {
+        let p = r.method(f, MethodId(1), Tier(0), MethodShape::default()).unwrap();
+        for _ in 0..10 {
+            p.record_invocation();
+        }
+    }
+    cluster.run_until(T0.plus_ms(5_000));
+    // Idle for two hours: every engine drops the function, and anti-entropy between engines
+    // with small caches does not bring it back.
+    cluster.run_until(T0.plus_ms(7_200_000));
+    for e in &cluster.engines {
+        assert!(e.functions(&root.id()).is_empty());
+    }
+    let drops = cluster
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::FunctionDropped { .. }))
+        .count();
+    assert_eq!(drops, 3, "each engine dropped the function once");
+    // The function runs again on node 0: its lane continues (no equivocation), and its new
+    // counts include the old ones.
+    recs[0]
+        .method(f, MethodId(1), Tier(0), MethodShape::default())
+        .unwrap()
+        .record_invocation();
+    cluster.run_until(T0.plus_ms(7_260_000));
+    assert!(cluster.events.iter().all(|(_, e)| !matches!(e, Event::Equivocation(_))));
+    for e in &cluster.engines {
+        assert!(e.banned(&root.id()).is_empty());
+        let view = e.profile(&root.id(), &f).expect("function back");
+        assert_eq!(view.count(MethodId(1), Tier(0), Counter::Invocations), 11);
+    }
+}

@@ -172,6 +172,13 @@ impl Engine {
         {
             return Err(Rejection::OtherDeployment);
         }
+        if let Some(dropped_at) = t.tombstones.get(&lane.function).copied() {
+            if stored.issued_at <= dropped_at {
+                return Err(Rejection::ExpiredFunction);
+            }
+            t.tombstones.remove(&lane.function);
+            t.tombstone_order.retain(|f| *f != lane.function);
+        }
         if t.revocations.contains(&lane.node) {
             return Err(CertError::Revoked.into());
         }
@@ -216,7 +223,9 @@ impl Engine {
         let out = state.apply(lane, &stored, &entries, &limits, |_, held, proposed, interval_ms| {
             cap_cfg.allowed(held, proposed, interval_ms, lifetime_ms)
         });
-        state.last_seen = state.last_seen.max(now);
+        // Idle time is judged on signing times, so old deltas replayed by anti-entropy do not
+        // keep an idle function alive.
+        state.last_seen = state.last_seen.max(Timestamp(stored.issued_at));
         if let Some(conflict) = out.conflict {
             let evidence = Evidence {
                 tenant: t.tenant,

@@ -126,6 +126,10 @@ pub enum Rejection {
     /// A state bound would be exceeded (functions per tenant, incarnations per node).
     #[error("state limit reached: {0}")]
     Limit(&'static str),
+    /// The delta is about a function dropped as idle, and is not newer than what the
+    /// function held when it was dropped.
+    #[error("delta for an expired function")]
+    ExpiredFunction,
     /// The delta conflicts with one already held (the signer equivocated).
     #[error("equivocation detected")]
     Equivocation,
@@ -154,6 +158,7 @@ impl Rejection {
             Rejection::FromTheFuture => "from_future",
             Rejection::OtherDeployment => "other_deployment",
             Rejection::Limit(_) => "limit",
+            Rejection::ExpiredFunction => "expired_function",
             Rejection::Equivocation => "equivocation",
         }
     }
@@ -426,6 +431,7 @@ impl Engine {
     /// Declares the current deployment of a function name: state of every other deployment
     /// of that name is dropped, and deltas about them are refused from now on.
     pub fn set_deployment(&mut self, tenant: &TenantId, function: FunctionId) -> Result<(), EngineError> {
+        let max_tombstones = self.config.max_functions_per_tenant;
         let t = self.tenant_mut(tenant)?;
         t.deployments.insert(function.name, function.code);
         let stale: Vec<FunctionId> = t
@@ -437,7 +443,7 @@ impl Engine {
         let tenant_id = t.tenant;
         let mut events = Vec::new();
         for f in stale {
-            t.drop_function(&f);
+            t.drop_function(&f, DropReason::Superseded, max_tombstones);
             events.push(Event::FunctionDropped {
                 tenant: tenant_id,
                 function: f,
@@ -700,8 +706,9 @@ impl Engine {
             .map(|(f, _)| *f)
             .collect();
         let tenant = t.tenant;
+        let max_tombstones = self.config.max_functions_per_tenant;
         for f in expired {
-            t.drop_function(&f);
+            t.drop_function(&f, DropReason::Expired, max_tombstones);
             self.outputs.push_back(Output::Event(Event::FunctionDropped {
                 tenant,
                 function: f,

@@ -54,6 +54,7 @@ struct TenantSnap {
     deployments: BTreeMap<[u8; 16], [u8; 32]>,
     peers: BTreeSet<Peer>,
     activity: BTreeMap<NodeKey, Timestamp>,
+    tombstones: Vec<(FunctionId, u64)>,
     next_publish: Timestamp,
     next_sync: Timestamp,
     next_gc: Timestamp,
@@ -89,6 +90,7 @@ impl Engine {
                     deployments: t.deployments.clone(),
                     peers: t.peers.clone(),
                     activity: t.activity.clone(),
+                    tombstones: t.tombstone_order.iter().map(|f| (*f, t.tombstones[f])).collect(),
                     next_publish: t.next_publish,
                     next_sync: t.next_sync,
                     next_gc: t.next_gc,
@@ -144,6 +146,11 @@ impl Engine {
             state.deployments = ts.deployments;
             state.peers = ts.peers;
             state.activity = ts.activity;
+            for (f, at) in ts.tombstones {
+                if state.tombstones.insert(f, at).is_none() {
+                    state.tombstone_order.push_back(f);
+                }
+            }
             state.next_publish = ts.next_publish;
             state.next_sync = ts.next_sync;
             state.next_gc = ts.next_gc;

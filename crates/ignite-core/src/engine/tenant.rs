@@ -40,6 +40,9 @@ pub(crate) struct TenantState {
     pub(crate) deployments: BTreeMap<[u8; 16], [u8; 32]>,
     pub(crate) peers: BTreeSet<Peer>,
     pub(crate) activity: BTreeMap<NodeKey, Timestamp>,
+    /// Expired functions: newest signing time seen before they were dropped.
+    pub(crate) tombstones: BTreeMap<FunctionId, u64>,
+    pub(crate) tombstone_order: std::collections::VecDeque<FunctionId>,
     pub(crate) next_publish: Timestamp,
     pub(crate) next_sync: Timestamp,
     pub(crate) next_gc: Timestamp,
@@ -72,18 +75,47 @@ impl TenantState {
             deployments: BTreeMap::new(),
             peers: BTreeSet::new(),
             activity: BTreeMap::new(),
+            tombstones: BTreeMap::new(),
+            tombstone_order: std::collections::VecDeque::new(),
             next_publish: now.plus_ms(phase),
             next_sync: now,
             next_gc: now.plus_ms(config.function_ttl_ms / 4),
         })
     }
 
-    pub(crate) fn drop_function(&mut self, f: &FunctionId) {
-        self.functions.remove(f);
+    /// Drops a function's state. An expired function leaves a tombstone (the newest signing
+    /// time it had) so that anti-entropy cannot bring it back with old deltas, and this
+    /// node's own lanes keep their seqs and values, so that if the function runs here again
+    /// its lanes continue instead of restarting (which peers would take for equivocation).
+    pub(crate) fn drop_function(&mut self, f: &FunctionId, reason: super::DropReason, max_tombstones: usize) {
+        let last = self.functions.remove(f).map_or(0, |s| s.last_seen.as_millis());
         self.recorder.forget_function(*f);
-        self.own.retain(|(g, _), _| g != f);
-        self.base.retain(|(g, _), _| g != f);
         self.compiled.retain(|(g, _), _| g != f);
+        match reason {
+            super::DropReason::Expired => {
+                // Published values become the base the recorder's new counts add to.
+                self.base.retain(|(g, _), _| g != f);
+                for ((g, _), own) in self.own.iter().filter(|((g, _), _)| g == f) {
+                    for (k, v) in &own.published {
+                        self.base.insert((*g, *k), *v);
+                    }
+                }
+                if self.tombstones.insert(*f, last).is_none() {
+                    self.tombstone_order.push_back(*f);
+                }
+                while self.tombstone_order.len() > max_tombstones {
+                    if let Some(old) = self.tombstone_order.pop_front() {
+                        self.tombstones.remove(&old);
+                        self.own.retain(|(g, _), _| *g != old);
+                        self.base.retain(|(g, _), _| *g != old);
+                    }
+                }
+            }
+            _ => {
+                self.own.retain(|(g, _), _| g != f);
+                self.base.retain(|(g, _), _| g != f);
+            }
+        }
     }
 
     pub(crate) fn state_bytes(&self) -> usize {
