@@ -759,3 +759,75 @@ fn expired_functions_stay_dropped_and_own_lanes_continue_when_they_return() {
         assert_eq!(view.count(MethodId(1), Tier(0), Counter::Invocations), 11);
     }
 }
+
+#[test]
+fn anti_entropy_answers_only_rounds_it_opened_or_serves() {
+    use ignite::wire::{Body, Sealer};
+    let (mut a, root, secrets, topic) = engine_with_tenant(24);
+    let f = function("sync");
+    let c2 = creds(&root, &secrets, 2, Roles::ALL);
+    let ok = common::message(
+        &root,
+        &secrets,
+        c2.cert(),
+        &common::node_key(2),
+        &common::DeltaSpec::new(f, 1, vec![(common::inv(1), 5)]),
+    );
+    a.handle_message(T0, ignite::Peer(2), Some(&topic), &ok).unwrap();
+    let _ = publishes(&mut a);
+    let sealer = Sealer::new(&secrets);
+    let sends = |a: &mut Engine| {
+        std::iter::from_fn(|| a.poll_output())
+            .filter(|o| matches!(o, Output::Send { .. }))
+            .count()
+    };
+    // Unsolicited: an empty page (would ask for everything) and a want for a round never served.
+    let page = Body::SyncPage {
+        round: 7,
+        start: 0,
+        last: true,
+        lanes: vec![],
+    };
+    a.handle_message(T0, ignite::Peer(5), None, &sealer.seal(&page.encode()))
+        .unwrap();
+    let want = Body::SyncWant {
+        round: 8,
+        lanes: vec![(1, 0)],
+    };
+    a.handle_message(T0, ignite::Peer(5), None, &sealer.seal(&want.encode()))
+        .unwrap();
+    assert_eq!(sends(&mut a), 0);
+    assert_eq!(a.stats().sync_ignored, 2);
+    // A digest opens a round the engine serves: it answers with a page, then serves wants.
+    let digest = Body::SyncDigest {
+        round: 9,
+        lanes_root: [0; 32],
+        revocations: [0; 32],
+    };
+    a.handle_message(T0, ignite::Peer(5), None, &sealer.seal(&digest.encode()))
+        .unwrap();
+    let mut pages = 0;
+    let mut lane = None;
+    while let Some(o) = a.poll_output() {
+        if let Output::Send { bytes, .. } = o {
+            let env = ignite::wire::Envelope::decode(&bytes, &ignite::wire::Limits::default()).unwrap();
+            let plain = sealer.open(&env).unwrap();
+            if let Body::SyncPage { lanes, .. } = Body::decode(&plain, &ignite::wire::Limits::default()).unwrap() {
+                pages += 1;
+                lane = Some(lanes[0].0);
+            }
+        }
+    }
+    assert_eq!(pages, 1);
+    let want = Body::SyncWant {
+        round: 9,
+        lanes: vec![(lane.unwrap(), 0); 50],
+    };
+    a.handle_message(T0, ignite::Peer(5), None, &sealer.seal(&want.encode()))
+        .unwrap();
+    assert_eq!(
+        sends(&mut a),
+        1,
+        "the lane's deltas once, however often it is asked for"
+    );
+}

@@ -216,6 +216,9 @@ pub struct Stats {
     pub sent_bytes: u64,
     /// Increments removed by caps.
     pub clamped_increments: u64,
+    /// Anti-entropy messages ignored because they belong to no round this node opened or
+    /// serves (late, or unsolicited).
+    pub sync_ignored: u64,
 }
 
 /// The Ignite protocol engine of one node, sans-IO.
@@ -615,7 +618,7 @@ impl Engine {
                 lanes,
             } => self.on_sync_page(tag, from, round, start, last, &lanes),
             Body::SyncWant { round, lanes } => self.on_sync_want(tag, from, round, &lanes),
-            Body::SyncMore { round, start } => self.send_page(tag, from, round, start),
+            Body::SyncMore { round, start } => self.on_sync_more(tag, from, round, start),
         }
         Ok(Accepted::default())
     }

@@ -62,6 +62,11 @@ impl Engine {
         let peer = peers[self.rng.below(peers.len() as u64) as usize];
         let idx = self.lane_index(tag);
         let round = self.rng.next_u64();
+        self.tenants
+            .get_mut(&tag)
+            .expect("tenant present")
+            .opened_rounds
+            .insert(peer, round);
         let body = Body::SyncDigest {
             round,
             lanes_root: Self::lanes_root(&idx),
@@ -85,6 +90,11 @@ impl Engine {
             }
         }
         if root != Self::lanes_root(&self.lane_index(tag)) {
+            self.tenants
+                .get_mut(&tag)
+                .expect("tenant present")
+                .served_rounds
+                .insert(from, round);
             self.send_page(tag, from, round, 0);
         }
     }
@@ -94,6 +104,15 @@ impl Engine {
         l.max_sync_entries
             .min(l.max_message_bytes.saturating_sub(512) / PAGE_ENTRY_MAX)
             .max(1)
+    }
+
+    /// Answers a request for the next page, only within a round this node serves.
+    pub(super) fn on_sync_more(&mut self, tag: TenantTag, from: Peer, round: u64, start: u64) {
+        if !self.tenants[&tag].served_rounds.contains(from, round) {
+            self.stats.sync_ignored += 1;
+            return;
+        }
+        self.send_page(tag, from, round, start);
     }
 
     pub(super) fn send_page(&mut self, tag: TenantTag, to: Peer, round: u64, start: u64) {
@@ -132,7 +151,9 @@ impl Engine {
         } else {
             lanes.last().map_or(u64::MAX, |l| l.0)
         };
-        if end < start {
+        // Pages are answers: only to a round this node opened with that peer.
+        if end < start || !self.tenants[&tag].opened_rounds.contains(from, round) {
+            self.stats.sync_ignored += 1;
             return;
         }
         let idx = self.lane_index(tag);
@@ -186,9 +207,19 @@ impl Engine {
         }
     }
 
-    pub(super) fn on_sync_want(&mut self, tag: TenantTag, from: Peer, _round: u64, lanes: &[(u64, u32)]) {
+    pub(super) fn on_sync_want(&mut self, tag: TenantTag, from: Peer, round: u64, lanes: &[(u64, u32)]) {
+        if !self.tenants[&tag].served_rounds.contains(from, round) {
+            self.stats.sync_ignored += 1;
+            return;
+        }
         let idx = self.lane_index(tag);
-        let send: Vec<(LaneId, u32)> = lanes
+        // Each lane once, from the lowest seq asked for.
+        let mut wanted: BTreeMap<u64, u32> = BTreeMap::new();
+        for (h, have) in lanes {
+            let e = wanted.entry(*h).or_insert(*have);
+            *e = (*e).min(*have);
+        }
+        let send: Vec<(LaneId, u32)> = wanted
             .iter()
             .filter_map(|(h, have)| idx.get(h).map(|(l, _)| (*l, *have)))
             .collect();

@@ -40,12 +40,49 @@ pub(crate) struct TenantState {
     pub(crate) deployments: BTreeMap<[u8; 16], [u8; 32]>,
     pub(crate) peers: BTreeSet<Peer>,
     pub(crate) activity: BTreeMap<NodeKey, Timestamp>,
+    /// Anti-entropy rounds this node opened (it answers pages only for these).
+    pub(crate) opened_rounds: Rounds,
+    /// Anti-entropy rounds this node serves (it answers wants and page requests only for these).
+    pub(crate) served_rounds: Rounds,
     /// Expired functions: newest signing time seen before they were dropped.
     pub(crate) tombstones: BTreeMap<FunctionId, u64>,
     pub(crate) tombstone_order: std::collections::VecDeque<FunctionId>,
     pub(crate) next_publish: Timestamp,
     pub(crate) next_sync: Timestamp,
     pub(crate) next_gc: Timestamp,
+}
+
+/// A bounded set of (peer, round) pairs, oldest forgotten first.
+#[derive(Debug)]
+pub(crate) struct Rounds {
+    set: BTreeSet<(Peer, u64)>,
+    order: std::collections::VecDeque<(Peer, u64)>,
+    cap: usize,
+}
+
+impl Rounds {
+    pub(crate) fn new(cap: usize) -> Rounds {
+        Rounds {
+            set: BTreeSet::new(),
+            order: std::collections::VecDeque::new(),
+            cap,
+        }
+    }
+
+    pub(crate) fn insert(&mut self, peer: Peer, round: u64) {
+        if self.set.insert((peer, round)) {
+            self.order.push_back((peer, round));
+            while self.order.len() > self.cap {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn contains(&self, peer: Peer, round: u64) -> bool {
+        self.set.contains(&(peer, round))
+    }
 }
 
 /// Most evidence records kept per tenant.
@@ -75,6 +112,8 @@ impl TenantState {
             deployments: BTreeMap::new(),
             peers: BTreeSet::new(),
             activity: BTreeMap::new(),
+            opened_rounds: Rounds::new(16),
+            served_rounds: Rounds::new(64),
             tombstones: BTreeMap::new(),
             tombstone_order: std::collections::VecDeque::new(),
             next_publish: now.plus_ms(phase),

@@ -9,6 +9,11 @@ use std::collections::BTreeMap;
 
 /// Bounds on how fast one node's counters may grow, so a compromised member cannot inflate
 /// the fleet profile alone. Excess is clamped (not stored) and reported.
+///
+/// The defaults (10^10 per second, the order of a core's loop iterations, plus a burst of
+/// 10^9) are above anything an honest runtime counts, so honest counts are never clamped.
+/// When a cap does bind, the clamp depends on what the receiver held when the delta
+/// arrived, so receivers of a misbehaving node's deltas may hold different values for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapConfig {
     /// Largest increase per second of one counter from one node.
@@ -20,8 +25,8 @@ pub struct CapConfig {
 impl Default for CapConfig {
     fn default() -> CapConfig {
         CapConfig {
-            max_increments_per_s: 10_000_000,
-            burst: 1_000_000,
+            max_increments_per_s: 10_000_000_000,
+            burst: 1_000_000_000,
         }
     }
 }

@@ -82,10 +82,27 @@ pub enum CredentialsError {
 /// Everything a node needs to take part in one tenant. One serializable value with a
 /// rotation API for the certificate and the group key.
 #[derive(Clone, Serialize, Deserialize)]
+#[serde(try_from = "RawCredentials")]
 pub struct TenantCredentials {
     cert: SignedCert,
     signing_secret: [u8; 32],
     secrets: TenantSecrets,
+}
+
+/// The serialized form, checked by [`TenantCredentials::new`] when deserialized.
+#[derive(Deserialize)]
+struct RawCredentials {
+    cert: SignedCert,
+    signing_secret: [u8; 32],
+    secrets: TenantSecrets,
+}
+
+impl TryFrom<RawCredentials> for TenantCredentials {
+    type Error = CredentialsError;
+
+    fn try_from(raw: RawCredentials) -> Result<TenantCredentials, CredentialsError> {
+        TenantCredentials::new(raw.cert, raw.signing_secret, raw.secrets)
+    }
 }
 
 impl std::fmt::Debug for TenantCredentials {
@@ -199,7 +216,7 @@ impl TenantCredentials {
 
     /// Deserializes and re-checks the key/certificate match.
     pub fn from_bytes(bytes: &[u8]) -> Result<TenantCredentials, CredentialsError> {
-        let c: TenantCredentials = postcard::from_bytes(bytes)?;
-        TenantCredentials::new(c.cert, c.signing_secret, c.secrets)
+        let raw: RawCredentials = postcard::from_bytes(bytes)?;
+        TenantCredentials::try_from(raw)
     }
 }
