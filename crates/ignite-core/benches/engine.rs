@@ -117,6 +117,7 @@ fn filler_function(i: u64) -> FunctionId {
 /// The first `n` methods (by id) that hash into `group`.
 fn methods_in_group(group: GroupId, n: usize) -> Vec<MethodId> {
     let groups = Config::default().groups;
+    assert!(group.0 < groups, "group {} does not exist with {groups} groups", group.0);
     (0u32..)
         .map(MethodId)
         .filter(|m| GroupId::of(*m, groups) == group)
@@ -446,7 +447,7 @@ fn bench_verify(c: &mut Criterion) {
 
     // 64 deltas from 64 nodes per message: batch verification.
     let mut streams: Vec<Stream> = (0..BATCH as u32)
-        .map(|i| Stream::new(&tenant, 100 + i, GroupId(2), VERIFY_ENTRIES))
+        .map(|i| Stream::new(&tenant, 100 + i, GroupId(0), VERIFY_ENTRIES))
         .collect();
     let next_batch = |streams: &mut [Stream]| {
         for s in streams.iter_mut() {
@@ -500,7 +501,7 @@ fn bench_verify(c: &mut Criterion) {
     // 64 one-delta messages from 64 nodes handed over together (`handle_messages`): the
     // engine batch-verifies across messages.
     let mut senders: Vec<Stream> = (0..BATCH as u32)
-        .map(|i| Stream::new(&tenant, 200 + i, GroupId(3), VERIFY_ENTRIES))
+        .map(|i| Stream::new(&tenant, 200 + i, GroupId(1), VERIFY_ENTRIES))
         .collect();
     let next_messages =
         |senders: &mut [Stream]| -> Vec<Vec<u8>> { senders.iter_mut().map(|s| next_message(&tenant, s)).collect() };
@@ -800,7 +801,9 @@ fn print_state(label: &str, engine: &Engine, held: u64, stored: u64, rss: String
 fn report_memory() {
     println!(
         "report/memory: one receiver, {FLEET} nodes x {METHODS} methods x {{invocations, backedges}} at tier 0, \
-         one function, default config (4 groups, full_every 16) (target <= 8 MiB)"
+         one function, default config ({} groups, full_every {}) (target <= 8 MiB)",
+        Config::default().groups,
+        Config::default().full_every
     );
     println!(
         "report/memory: size_of (CounterKey, u64) = {} B, StoredDelta = {} B, SignedCert = {} B",
