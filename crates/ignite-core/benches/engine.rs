@@ -117,7 +117,11 @@ fn filler_function(i: u64) -> FunctionId {
 /// The first `n` methods (by id) that hash into `group`.
 fn methods_in_group(group: GroupId, n: usize) -> Vec<MethodId> {
     let groups = Config::default().groups;
-    assert!(group.0 < groups, "group {} does not exist with {groups} groups", group.0);
+    assert!(
+        group.0 < groups,
+        "group {} does not exist with {groups} groups",
+        group.0
+    );
     (0u32..)
         .map(MethodId)
         .filter(|m| GroupId::of(*m, groups) == group)
