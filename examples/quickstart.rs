@@ -92,8 +92,24 @@ fn main() -> anyhow::Result<()> {
     });
     println!("all engines agree: {same}");
     for (i, ev) in &cluster.events {
-        println!("engine {i}: {ev:?}");
+        match ev {
+            ignite::Event::ThresholdReached {
+                method,
+                tier,
+                invocations,
+                contributors,
+                ..
+            } => println!(
+                "engine {i}: method {} reached the tier-{} threshold ({invocations} invocations fleet-wide, from {contributors} node(s))",
+                method.method.0, tier.0
+            ),
+            other => println!("engine {i}: {other:?}"),
+        }
     }
+    println!(
+        "network: {} messages delivered, {} bytes (sealed and signed)",
+        cluster.delivered, cluster.delivered_bytes
+    );
     anyhow::ensure!(same, "engines did not converge");
     Ok(())
 }
