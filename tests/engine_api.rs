@@ -618,7 +618,14 @@ fn evidence_from_a_peer_bans_the_node_everywhere_with_the_same_state() {
     // Forged evidence (two identical deltas) is refused and bans nobody.
     let mut c = engine(98, 1);
     c.join_tenant(T0, creds(&root, &secrets, 8, Roles::ALL)).unwrap();
+    // Evidence about a key nobody certified is ignored; about a member, it must verify.
     let mut fake = a.evidence(&root.id())[0].clone();
+    let mut stranger = fake.clone();
+    stranger.lane.node = ignite::NodeKey([0x42; 32]);
+    let bytes = ignite::wire::Sealer::new(&secrets).seal(&ignite::wire::Body::Evidence(Box::new(stranger)).encode());
+    assert!(c.handle_message(T0, ignite::Peer(0), Some(&topic), &bytes).is_ok());
+    assert!(c.banned(&root.id()).is_empty());
+    c.handle_message(T0, ignite::Peer(2), Some(&topic), &one).unwrap();
     fake.second = fake.first.clone();
     let bytes = ignite::wire::Sealer::new(&secrets).seal(&ignite::wire::Body::Evidence(Box::new(fake)).encode());
     assert!(c.handle_message(T0, ignite::Peer(0), Some(&topic), &bytes).is_err());
@@ -803,6 +810,7 @@ fn anti_entropy_answers_only_rounds_it_opened_or_serves() {
         round: 9,
         lanes_root: [0; 32],
         revocations: [0; 32],
+        banned: [0; 32],
     };
     a.handle_message(T0, ignite::Peer(5), None, &sealer.seal(&digest.encode()))
         .unwrap();
@@ -829,5 +837,89 @@ fn anti_entropy_answers_only_rounds_it_opened_or_serves() {
         sends(&mut a),
         1,
         "the lane's deltas once, however often it is asked for"
+    );
+}
+
+#[test]
+fn a_ban_reaches_engines_that_missed_the_evidence_through_anti_entropy() {
+    let (root, secrets) = tenant(25);
+    let f = function("ban-sync");
+    let mut engines = Vec::new();
+    for i in 0..3u8 {
+        let mut e = engine(u64::from(i), 1);
+        e.join_tenant(T0, creds(&root, &secrets, i, Roles::ALL)).unwrap();
+        engines.push(e);
+    }
+    let topic = engines[0].tenants().next().unwrap().1.clone();
+    let c9 = creds(&root, &secrets, 9, Roles::ALL);
+    let k9 = common::node_key(9);
+    let one = common::message(
+        &root,
+        &secrets,
+        c9.cert(),
+        &k9,
+        &common::DeltaSpec::new(f, 1, vec![(common::inv(7), 100)]),
+    );
+    let other = common::message(
+        &root,
+        &secrets,
+        c9.cert(),
+        &k9,
+        &common::DeltaSpec::new(f, 1, vec![(common::inv(7), 50)]),
+    );
+    for e in engines.iter_mut() {
+        e.handle_message(T0, ignite::Peer(9), Some(&topic), &one).unwrap();
+    }
+    // Engine 0 detects the equivocation; its published evidence is lost.
+    assert!(
+        engines[0]
+            .handle_message(T0, ignite::Peer(9), Some(&topic), &other)
+            .is_err()
+    );
+    let _ = publishes(&mut engines[0]);
+    let mut cluster = Cluster::new(3, T0, engines);
+    cluster.run_until(T0.plus_ms(120_000));
+    for e in &cluster.engines {
+        assert_eq!(e.banned(&root.id()), vec![c9.node()]);
+        assert!(common::merged(e, &root.id()).is_empty());
+    }
+}
+
+#[test]
+fn rollback_to_an_earlier_deployment_continues_own_lanes() {
+    let (root, secrets) = tenant(26);
+    let a = ignite::FunctionId::from_deployment("api", b"A");
+    let b = ignite::FunctionId::from_deployment("api", b"B");
+    let mut engines = Vec::new();
+    let mut recs = Vec::new();
+    for i in 0..2u8 {
+        let mut e = engine(u64::from(i), 1);
+        let (r, _) = e.join_tenant(T0, creds(&root, &secrets, i, Roles::ALL)).unwrap();
+        engines.push(e);
+        recs.push(r);
+    }
+    let mut cluster = Cluster::new(4, T0, engines);
+    let p = recs[0].method(a, MethodId(1), Tier(0), MethodShape::default()).unwrap();
+    for _ in 0..10 {
+        p.record_invocation();
+    }
+    cluster.run_until(T0.plus_ms(3_000));
+    // Node 0 moves to B, then back to A; node 1 never moved.
+    cluster.engines[0].set_deployment(&root.id(), b).unwrap();
+    cluster.run_until(T0.plus_ms(6_000));
+    cluster.engines[0].set_deployment(&root.id(), a).unwrap();
+    recs[0]
+        .method(a, MethodId(1), Tier(0), MethodShape::default())
+        .unwrap()
+        .record_invocation();
+    cluster.run_until(T0.plus_ms(20_000));
+    assert!(cluster.events.iter().all(|(_, e)| !matches!(e, Event::Equivocation(_))));
+    assert!(cluster.engines[1].banned(&root.id()).is_empty());
+    assert_eq!(
+        cluster.engines[1]
+            .profile(&root.id(), &a)
+            .unwrap()
+            .count(MethodId(1), Tier(0), Counter::Invocations),
+        11
     );
 }

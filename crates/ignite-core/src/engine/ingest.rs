@@ -172,12 +172,10 @@ impl Engine {
         {
             return Err(Rejection::OtherDeployment);
         }
-        if let Some(dropped_at) = t.tombstones.get(&lane.function).copied() {
-            if stored.issued_at <= dropped_at {
-                return Err(Rejection::ExpiredFunction);
-            }
-            t.tombstones.remove(&lane.function);
-            t.tombstone_order.retain(|f| *f != lane.function);
+        if let Some(dropped_at) = t.tombstones.get(&lane.function).copied()
+            && stored.issued_at <= dropped_at
+        {
+            return Err(Rejection::ExpiredFunction);
         }
         if t.revocations.contains(&lane.node) {
             return Err(CertError::Revoked.into());
@@ -217,6 +215,10 @@ impl Engine {
                     return Err(Rejection::Limit("counters per function"));
                 }
             }
+        }
+        // Every check passed: a newer delta revives a tombstoned function.
+        if t.tombstones.remove(&lane.function).is_some() {
+            t.tombstone_order.retain(|f| *f != lane.function);
         }
         let state = t.functions.entry(lane.function).or_default();
         let lifetime_ms = stored.issued_at.saturating_sub(signer.cert.not_before.as_millis());
@@ -277,9 +279,9 @@ impl Engine {
         for f in t.functions.values_mut() {
             f.remove_node(&node);
         }
-        if t.evidence.len() < super::tenant::MAX_EVIDENCE {
-            t.evidence.push(evidence.clone());
-        }
+        // One record per banned node (bans need a certified member, so this is bounded by
+        // the tenant's membership); anti-entropy forwards them to peers that lack the ban.
+        t.evidence.push(evidence.clone());
         tracing::warn!(node = ?node, "equivocation detected");
         if publish {
             let bytes = t
@@ -299,6 +301,12 @@ impl Engine {
             return Err(CertError::WrongRoot.into());
         }
         if t.banned.contains(&evidence.lane.node) {
+            return Ok(());
+        }
+        // Only evidence about a known member counts (keys nobody certified cannot fill the
+        // ban list); an engine that learns of the member later gets the evidence again from
+        // anti-entropy, which compares ban lists.
+        if !t.certs.contains_key(&evidence.lane.node) {
             return Ok(());
         }
         if !evidence.verify(&self.config.limits) {

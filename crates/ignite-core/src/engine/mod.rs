@@ -610,7 +610,8 @@ impl Engine {
                 round,
                 lanes_root,
                 revocations,
-            } => self.on_sync_digest(tag, from, round, lanes_root, revocations),
+                banned,
+            } => self.on_sync_digest(tag, from, round, lanes_root, revocations, banned),
             Body::SyncPage {
                 round,
                 start,

@@ -71,6 +71,7 @@ impl Engine {
             round,
             lanes_root: Self::lanes_root(&idx),
             revocations: self.tenants[&tag].revocations.digest(),
+            banned: self.tenants[&tag].banned_digest(),
         };
         self.seal_to(tag, peer, &body);
     }
@@ -82,7 +83,15 @@ impl Engine {
         round: u64,
         root: [u8; 32],
         revocations: [u8; 32],
+        banned: [u8; 32],
     ) {
+        if banned != self.tenants[&tag].banned_digest() {
+            // Evidence is small and rare: send all of it; the peer verifies each.
+            let evidence = self.tenants[&tag].evidence.clone();
+            for e in evidence {
+                self.seal_to(tag, from, &Body::Evidence(Box::new(e)));
+            }
+        }
         if revocations != self.tenants[&tag].revocations.digest() {
             let revs: Vec<_> = self.tenants[&tag].revocations.iter().copied().collect();
             for chunk in revs.chunks(self.config.limits.max_refs_per_message.clamp(1, 256)) {

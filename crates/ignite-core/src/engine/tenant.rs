@@ -85,9 +85,6 @@ impl Rounds {
     }
 }
 
-/// Most evidence records kept per tenant.
-pub(crate) const MAX_EVIDENCE: usize = 64;
-
 impl TenantState {
     pub(crate) fn new(config: &Config, creds: TenantCredentials, now: Timestamp) -> Result<TenantState, EngineError> {
         let sealer = Sealer::new(creds.secrets());
@@ -123,38 +120,40 @@ impl TenantState {
     }
 
     /// Drops a function's state. An expired function leaves a tombstone (the newest signing
-    /// time it had) so that anti-entropy cannot bring it back with old deltas, and this
-    /// node's own lanes keep their seqs and values, so that if the function runs here again
-    /// its lanes continue instead of restarting (which peers would take for equivocation).
+    /// time it had) so that anti-entropy cannot bring it back with old deltas.
     pub(crate) fn drop_function(&mut self, f: &FunctionId, reason: super::DropReason, max_tombstones: usize) {
         let last = self.functions.remove(f).map_or(0, |s| s.last_seen.as_millis());
         self.recorder.forget_function(*f);
         self.compiled.retain(|(g, _), _| g != f);
-        match reason {
-            super::DropReason::Expired => {
-                // Published values become the base the recorder's new counts add to.
-                self.base.retain(|(g, _), _| g != f);
-                for ((g, _), own) in self.own.iter().filter(|((g, _), _)| g == f) {
-                    for (k, v) in &own.published {
-                        self.base.insert((*g, *k), *v);
-                    }
-                }
-                if self.tombstones.insert(*f, last).is_none() {
-                    self.tombstone_order.push_back(*f);
-                }
-                while self.tombstone_order.len() > max_tombstones {
-                    if let Some(old) = self.tombstone_order.pop_front() {
-                        self.tombstones.remove(&old);
-                        self.own.retain(|(g, _), _| *g != old);
-                        self.base.retain(|(g, _), _| *g != old);
-                    }
-                }
-            }
-            _ => {
-                self.own.retain(|(g, _), _| g != f);
-                self.base.retain(|(g, _), _| g != f);
+        // Own lanes are never forgotten: published values become the base the recorder's new
+        // counts add to, so if the function runs here again (after idling, or a rollback to
+        // this deployment) its lanes continue instead of restarting at seq 1, which peers
+        // would take for equivocation. They cost one entry per counter this node published.
+        self.base.retain(|(g, _), _| g != f);
+        for ((g, _), own) in self.own.iter().filter(|((g, _), _)| g == f) {
+            for (k, v) in &own.published {
+                self.base.insert((*g, *k), *v);
             }
         }
+        if reason == super::DropReason::Expired {
+            if self.tombstones.insert(*f, last).is_none() {
+                self.tombstone_order.push_back(*f);
+            }
+            while self.tombstone_order.len() > max_tombstones {
+                if let Some(old) = self.tombstone_order.pop_front() {
+                    self.tombstones.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Digest of the banned set, compared by anti-entropy.
+    pub(crate) fn banned_digest(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_derive_key("ignite v1 banned digest");
+        for n in &self.banned {
+            h.update(&n.0);
+        }
+        *h.finalize().as_bytes()
     }
 
     pub(crate) fn state_bytes(&self) -> usize {

@@ -159,6 +159,8 @@ pub enum Body<'a> {
         lanes_root: [u8; 32],
         /// Digest of the sender's revocation set.
         revocations: [u8; 32],
+        /// Digest of the nodes the sender banned for equivocation.
+        banned: [u8; 32],
     },
     /// Anti-entropy: a page of the sender's lanes, ordered by lane hash.
     SyncPage {
