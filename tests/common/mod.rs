@@ -2,6 +2,8 @@
 //! (possibly malicious) messages made of real signed and sealed bytes.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod rx;
+
 use ignite::crypto::{self, SigBytes};
 use ignite::profile::StoredDelta;
 use ignite::tenancy::SignedCert;
