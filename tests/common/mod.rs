@@ -179,3 +179,22 @@ pub fn inv(m: u32) -> CounterKey {
         counter: Counter::Invocations,
     }
 }
+
+/// Drains an engine's outputs, returning the messages it published.
+pub fn publishes(e: &mut Engine) -> Vec<Vec<u8>> {
+    let mut v = Vec::new();
+    while let Some(o) = e.poll_output() {
+        if let ignite::Output::Publish { bytes, .. } = o {
+            v.push(bytes);
+        }
+    }
+    v
+}
+
+/// An engine (seed `seed`) that joined tenant `seed` as node 0, with the tenant's root, secrets and topic.
+pub fn engine_with_tenant(seed: u8) -> (Engine, ignite::TenantRoot, ignite::TenantSecrets, ignite::TopicId) {
+    let (root, secrets) = tenant(seed);
+    let mut e = engine(u64::from(seed), 1);
+    let (_, topic) = e.join_tenant(T0, creds(&root, &secrets, 0, Roles::ALL)).unwrap();
+    (e, root, secrets, topic)
+}
