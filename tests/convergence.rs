@@ -14,7 +14,7 @@ use ignite::rng::SplitMix64;
 use ignite::wire::{Body, Envelope, Limits, Sealer};
 use ignite::{
     Config, Counter, CounterKey, Engine, Event, FunctionId, GroupId, Incarnation, MethodId, MethodProfiler,
-    MethodShape, Output, Peer, Recorder, Roles, TenantId, TenantRoot, TenantSecrets, Tier, Timestamp, TopicId,
+    MethodShape, Output, Peer, Recorder, Roles, TenantId, TenantRoot, TenantSecrets, Tier, Timestamp,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -644,125 +644,25 @@ fn restart_from_snapshot_keeps_every_count() {
     sim.assert_converged("restart from snapshot");
 }
 
-/// A message in flight on the tap network: (from, to, on the topic, bytes).
-type InFlight = (usize, usize, bool, Vec<u8>);
-
-/// A minimal copy of the harness's network that also hashes every output of every engine,
-/// in order, so that two runs can be compared byte for byte.
-struct TapNet {
-    engines: Vec<Engine>,
-    topic: TopicId,
-    now: Timestamp,
-    queue: BTreeMap<(Timestamp, u64), InFlight>,
-    next_id: u64,
-    rng: SplitMix64,
-    /// Loss probability, in percent.
-    loss: u64,
-    tap: blake3::Hasher,
-    outputs: u64,
-}
-
-impl TapNet {
-    fn drain(&mut self, i: usize) {
-        while let Some(out) = self.engines[i].poll_output() {
-            let (targets, gossip, bytes): (Vec<usize>, bool, Vec<u8>) = match out {
-                Output::Publish { topic, bytes } => {
-                    assert_eq!(topic, self.topic);
-                    self.tap.update(b"P");
-                    ((0..self.engines.len()).filter(|&j| j != i).collect(), true, bytes)
-                }
-                Output::Send { peer, bytes } => {
-                    self.tap.update(b"S");
-                    self.tap.update(&peer.0.to_le_bytes());
-                    (vec![peer.0 as usize], false, bytes)
-                }
-                Output::Event(e) => {
-                    self.tap.update(format!("E{e:?}").as_bytes());
-                    continue;
-                }
-                other => panic!("unexpected output {other:?}"),
-            };
-            self.outputs += 1;
-            self.tap.update(&(i as u64).to_le_bytes());
-            self.tap.update(&(bytes.len() as u64).to_le_bytes());
-            self.tap.update(&bytes);
-            for j in targets {
-                if self.rng.below(100) < self.loss {
-                    continue;
-                }
-                let at = self.now.plus_ms(1 + self.rng.below(150));
-                self.next_id += 1;
-                self.queue.insert((at, self.next_id), (i, j, gossip, bytes.clone()));
-            }
-        }
-    }
-
-    fn run_until(&mut self, until: Timestamp) {
-        loop {
-            for i in 0..self.engines.len() {
-                self.drain(i);
-            }
-            let next_msg = self.queue.keys().next().map(|(t, _)| *t);
-            let next_timer = (0..self.engines.len())
-                .filter_map(|i| self.engines[i].poll_timeout().map(|t| (t.max(self.now), i)))
-                .min();
-            let next = match (next_msg, next_timer) {
-                (Some(m), Some((t, _))) => m.min(t),
-                (Some(m), None) => m,
-                (None, Some((t, _))) => t,
-                (None, None) => break,
-            };
-            if next > until {
-                break;
-            }
-            self.now = next;
-            if next_msg == Some(next) {
-                let (_, (from, to, gossip, bytes)) = self.queue.pop_first().expect("queued");
-                let topic = gossip.then_some(&self.topic);
-                let _ = self.engines[to].handle_message(self.now, Peer(from as u64), topic, &bytes);
-            } else if let Some((_, i)) = next_timer {
-                self.engines[i].handle_timeout(self.now);
-            }
-        }
-        self.now = self.now.max(until);
-    }
-}
-
-/// Runs one fixed scenario; returns (hash of every output in order, number of messages,
-/// final snapshot of every engine, final merged totals of engine 0).
+/// Runs one fixed scenario on the harness network; returns (trace digest of every output
+/// in order, number of messages sent, final snapshot of every engine, final merged totals of
+/// engine 0).
 fn tap_run(seed: u64) -> ([u8; 32], u64, Vec<Vec<u8>>, Totals) {
     let (root, secrets) = tenant(42);
     let functions = [function("checkout")];
     let mut engines = Vec::new();
     let mut profilers = Vec::new();
-    let mut topic = None;
-    let n = 5;
-    for i in 0..n {
+    for i in 0..5 {
         let mut e = Engine::new(Sim::config(seed, i), Incarnation(1)).expect("valid config");
-        let (rec, t) = e
+        let (rec, _) = e
             .join_tenant(T0, creds(&root, &secrets, i as u8 + 1, Roles::ALL))
             .expect("join");
         profilers.push(Sim::register(&rec, &functions));
-        topic = Some(t);
         engines.push(e);
     }
-    let topic = topic.expect("topic");
-    for (i, e) in engines.iter_mut().enumerate() {
-        for j in (0..n).filter(|j| *j != i) {
-            e.peer_joined(Peer(j as u64), &topic);
-        }
-    }
-    let mut net = TapNet {
-        engines,
-        topic,
-        now: T0,
-        queue: BTreeMap::new(),
-        next_id: 0,
-        rng: SplitMix64::new(seed),
-        loss: 20,
-        tap: blake3::Hasher::new(),
-        outputs: 0,
-    };
+    let mut net = Cluster::new(seed, T0, engines);
+    net.net.loss = 0.2;
+    net.net.delay_ms_max = 150;
     let mut rng = SplitMix64::new(seed ^ 0xabcdef);
     for _ in 0..4 {
         for ps in &profilers {
@@ -775,14 +675,12 @@ fn tap_run(seed: u64) -> ([u8; 32], u64, Vec<Vec<u8>>, Totals) {
                 p.record_receiver(0, rng.below(4) as u32);
             }
         }
-        let until = net.now.plus_ms(700);
-        net.run_until(until);
+        net.run_until(net.now().plus_ms(700));
     }
-    let until = net.now.plus_ms(25_000);
-    net.run_until(until);
+    net.run_until(net.now().plus_ms(25_000));
     let snaps = net.engines.iter().map(|e| e.snapshot()).collect();
     let totals = merged(&net.engines[0], &root.id());
-    (*net.tap.finalize().as_bytes(), net.outputs, snaps, totals)
+    (net.trace_digest(), net.sent, snaps, totals)
 }
 
 #[test]

@@ -60,6 +60,10 @@ pub struct Cluster {
     pub delivered: u64,
     /// Bytes delivered so far.
     pub delivered_bytes: u64,
+    /// Messages the engines sent (published or point to point), before loss.
+    pub sent: u64,
+    /// Hash of every output of every engine, in order (see [`Cluster::trace_digest`]).
+    trace: blake3::Hasher,
     now: Timestamp,
     queue: BTreeMap<(Timestamp, u64), Delivery>,
     next_id: u64,
@@ -78,6 +82,8 @@ impl Cluster {
             blocked: BTreeSet::new(),
             delivered: 0,
             delivered_bytes: 0,
+            sent: 0,
+            trace: blake3::Hasher::new_derive_key("ignite v1 cluster trace"),
             now,
             queue: BTreeMap::new(),
             next_id: 0,
@@ -91,6 +97,12 @@ impl Cluster {
     /// Current virtual time.
     pub fn now(&self) -> Timestamp {
         self.now
+    }
+
+    /// A hash of every output (published and sent bytes, events) of every engine so far, in
+    /// order: two runs with the same seeds and inputs give the same digest.
+    pub fn trace_digest(&self) -> [u8; 32] {
+        *self.trace.finalize().as_bytes()
     }
 
     /// Recomputes topic subscriptions from the engines' tenants and tells every engine about
@@ -140,6 +152,26 @@ impl Cluster {
 
     fn drain(&mut self, i: usize) {
         while let Some(out) = self.engines[i].poll_output() {
+            self.trace.update(&(i as u64).to_le_bytes());
+            match &out {
+                Output::Publish { bytes, .. } => {
+                    self.trace.update(b"P");
+                    self.trace.update(&(bytes.len() as u64).to_le_bytes());
+                    self.trace.update(bytes);
+                }
+                Output::Send { peer, bytes } => {
+                    self.trace.update(b"S");
+                    self.trace.update(&peer.0.to_le_bytes());
+                    self.trace.update(&(bytes.len() as u64).to_le_bytes());
+                    self.trace.update(bytes);
+                }
+                Output::Event(e) => {
+                    self.trace.update(format!("E{e:?}").as_bytes());
+                }
+            }
+            if !matches!(out, Output::Event(_)) {
+                self.sent += 1;
+            }
             match out {
                 Output::Publish { topic, bytes } => {
                     let bytes: Arc<[u8]> = bytes.into();
