@@ -301,19 +301,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn values_beyond_32_bits_are_exact() {
-        let mut s = FunctionState::default();
-        let f = FunctionId {
-            name: [1; 16],
-            code: [2; 32],
-        };
-        let lane = LaneId {
-            function: f,
+    fn test_lane() -> LaneId {
+        LaneId {
+            function: FunctionId {
+                name: [1; 16],
+                code: [2; 32],
+            },
             node: NodeKey([3; 32]),
             incarnation: Incarnation(1),
             group: GroupId(0),
-        };
+        }
+    }
+
+    #[test]
+    fn values_beyond_32_bits_are_exact() {
+        let (mut s, lane) = (FunctionState::default(), test_lane());
         let k = CounterKey {
             method: MethodId(1),
             tier: Tier(0),
@@ -349,17 +351,7 @@ mod tests {
 
     #[test]
     fn a_full_delta_frees_older_stored_deltas() {
-        let mut s = FunctionState::default();
-        let f = FunctionId {
-            name: [1; 16],
-            code: [2; 32],
-        };
-        let lane = LaneId {
-            function: f,
-            node: NodeKey([3; 32]),
-            incarnation: Incarnation(1),
-            group: GroupId(0),
-        };
+        let (mut s, lane) = (FunctionState::default(), test_lane());
         let key = |m| CounterKey {
             method: MethodId(m),
             tier: Tier(0),
