@@ -725,6 +725,7 @@ fn lane_table(e: &mut Engine, secrets: &TenantSecrets, now: Timestamp) -> BTreeM
         lanes_root: [0; 32],
         revocations: [0; 32],
         banned: [0; 32],
+        code: [0; 32],
     };
     let bytes = Sealer::new(secrets).seal(&digest.encode());
     e.handle_message(now, Peer(999), None, &bytes).expect("digest accepted");

@@ -228,6 +228,7 @@ fn anti_entropy_answers_only_rounds_it_opened_or_serves() {
         lanes_root: [0; 32],
         revocations: [0; 32],
         banned: [0; 32],
+        code: [0; 32],
     };
     a.handle_message(T0, ignite::Peer(5), None, &sealer.seal(&digest.encode()))
         .unwrap();

@@ -18,6 +18,14 @@ pub mod domain {
     pub const DELTA: &[u8] = b"ignite/v1/profile-delta\0";
     /// Revocations, signed by a tenant root.
     pub const REVOCATION: &[u8] = b"ignite/v1/revocation\0";
+    /// Presence announcements, signed by a node.
+    pub const PRESENCE: &[u8] = b"ignite/v1/presence\0";
+    /// Compile claims, signed by a node.
+    pub const CLAIM: &[u8] = b"ignite/v1/compile-claim\0";
+    /// Code manifests, signed by the compiling node.
+    pub const MANIFEST: &[u8] = b"ignite/v1/code-manifest\0";
+    /// Attestations of a recompiled blob's hash, signed by the attesting node.
+    pub const ATTESTATION: &[u8] = b"ignite/v1/attestation\0";
 }
 
 /// An ed25519 signature as it travels (64 bytes, split for serde).

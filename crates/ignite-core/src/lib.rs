@@ -9,6 +9,8 @@
 //! * [`Engine`]: turns local counts into signed, sealed deltas; verifies, merges and
 //!   re-evaluates thresholds on what others send; runs anti-entropy; snapshots.
 //! * [`tenancy`]: tenant roots, node certificates, revocations, credentials.
+//! * [`code`]: compiler election and signed code artifacts: hardware classes, speculation
+//!   assumptions, manifests, blobs, the rules every engine evaluates identically.
 //! * [`wire`]: the versioned, sealed wire format with bounded decoding.
 //!
 //! ## Determinism
@@ -18,6 +20,7 @@
 //! the same outputs, byte for byte, which is what lets a simulator run thousands of real
 //! engines reproducibly.
 
+pub mod code;
 pub mod crypto;
 pub mod engine;
 pub mod harness;
@@ -28,9 +31,13 @@ pub mod rng;
 pub mod tenancy;
 pub mod wire;
 
+pub use code::{
+    Assumption, AssumptionCheck, ClassId, CodeConfig, CodeKey, CompileId, CompileRequest, CompiledCode, HardwareClass,
+    Install, Manifest, Refusal,
+};
 pub use engine::{
-    Accepted, Config, DropReason, Engine, EngineError, Event, Incoming, Output, Rejection, SnapshotError, Stats,
-    Thresholds,
+    Accepted, Config, DropReason, Engine, EngineError, Event, FunctionPolicy, Incoming, Output, Rejection,
+    SnapshotError, Stats, Thresholds,
 };
 pub use ids::{
     FunctionId, GroupId, Incarnation, MethodId, MethodKey, NodeKey, Peer, TenantTag, Tier, Timestamp, TopicId,

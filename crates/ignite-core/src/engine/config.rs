@@ -1,5 +1,6 @@
 //! Engine configuration.
 
+use crate::code::CodeConfig;
 use crate::profile::CapConfig;
 use crate::recorder::RecorderConfig;
 use crate::wire::Limits;
@@ -75,6 +76,8 @@ pub struct Config {
     pub seen_cache: usize,
     /// Configuration of the recorders handed to the host.
     pub recorder: RecorderConfig,
+    /// Election, code distribution and feedback.
+    pub code: CodeConfig,
 }
 
 impl Default for Config {
@@ -97,6 +100,7 @@ impl Default for Config {
             thresholds: Thresholds::default(),
             seen_cache: 1 << 16,
             recorder: RecorderConfig::default(),
+            code: CodeConfig::default(),
         }
     }
 }
@@ -148,6 +152,28 @@ impl Config {
             || self.max_counters_per_function == 0
         {
             return bad("max_functions_per_tenant/max_incarnations_per_node", "must be positive");
+        }
+        let c = &self.code;
+        if c.presence_interval_ms == 0 || c.presence_ttl_ms <= c.presence_interval_ms {
+            return bad("code.presence_ttl_ms", "must exceed a positive presence_interval_ms");
+        }
+        if c.lease_ms == 0 || c.tick_ms == 0 || c.fetch_timeout_ms == 0 {
+            return bad("code.lease_ms/tick_ms/fetch_timeout_ms", "must be positive");
+        }
+        if c.min_contributors == 0 || c.retire_min_nodes == 0 || c.fetch_attempts == 0 {
+            return bad(
+                "code.min_contributors/retire_min_nodes/fetch_attempts",
+                "must be at least 1",
+            );
+        }
+        if c.blob_chunk_bytes == 0 || c.blob_chunk_bytes + 1024 > self.limits.max_message_bytes {
+            return bad("code.blob_chunk_bytes", "must be positive and fit in a message");
+        }
+        if c.max_blob_bytes > c.blob_store_bytes || c.blob_store_count == 0 {
+            return bad("code.max_blob_bytes", "must fit in the blob store");
+        }
+        if c.hardware.iter().any(|h| h.validate().is_err()) || c.hardware.len() > c.limits.max_classes {
+            return bad("code.hardware", "invalid class or too many classes");
         }
         Ok(())
     }

@@ -317,17 +317,23 @@ impl Engine {
         Ok(())
     }
 
-    /// Emits a threshold event for each touched method that crossed a tier threshold.
+    /// Emits a threshold event for each touched method that crossed a tier threshold with
+    /// enough distinct contributors, and opens its elections at the next code pass. A
+    /// threshold reached by too few nodes is reported once and re-checked on later deltas.
     pub(super) fn check_thresholds(&mut self, tag: TenantTag, touched: &mut Vec<(FunctionId, MethodId)>) {
         touched.sort_unstable();
         touched.dedup();
-        let th = self.config.thresholds;
+        let default_policy = super::FunctionPolicy {
+            thresholds: self.config.thresholds,
+            min_contributors: self.config.code.min_contributors,
+        };
         let t = self.tenants.get_mut(&tag).expect("tenant present");
         for (f, m) in touched.iter() {
+            let policy = t.code.policies.get(f).copied().unwrap_or(default_policy);
             let Some(state) = t.functions.get_mut(f) else { continue };
             for tier in 1..=Tier::MAX.0 {
                 let tier = Tier(tier);
-                let Some(limit) = tier_threshold(&th, tier) else {
+                let Some(limit) = tier_threshold(&policy.thresholds, tier) else {
                     continue;
                 };
                 let bit = 1u8 << tier.0;
@@ -336,19 +342,36 @@ impl Engine {
                     continue;
                 }
                 let n = state.invocations_below(*m, tier);
-                if n >= limit {
-                    state.fired.insert(*m, fired | bit);
-                    self.outputs.push_back(Output::Event(Event::ThresholdReached {
-                        tenant: t.tenant,
-                        method: MethodKey {
-                            function: *f,
-                            method: *m,
-                        },
-                        tier,
-                        invocations: n,
-                        contributors: state.contributors(*m, tier),
-                    }));
+                if n < limit {
+                    continue;
                 }
+                let contributors = state.contributors(*m, tier);
+                let method = MethodKey {
+                    function: *f,
+                    method: *m,
+                };
+                if contributors < policy.min_contributors {
+                    if t.code.withheld.insert((*f, *m, tier)) {
+                        self.outputs.push_back(Output::Event(Event::ThresholdPending {
+                            tenant: t.tenant,
+                            method,
+                            tier,
+                            invocations: n,
+                            contributors,
+                            required: policy.min_contributors,
+                        }));
+                    }
+                    continue;
+                }
+                state.fired.insert(*m, fired | bit);
+                t.code.next_tick = Timestamp(0);
+                self.outputs.push_back(Output::Event(Event::ThresholdReached {
+                    tenant: t.tenant,
+                    method,
+                    tier,
+                    invocations: n,
+                    contributors,
+                }));
             }
         }
     }

@@ -1,15 +1,21 @@
 //! The sans-IO protocol engine.
 
+mod code_state;
 mod config;
+mod election;
 mod ingest;
+mod install;
 mod publish;
 mod snapshot;
+mod statements;
 mod sync;
 mod tenant;
 
+pub use code_state::FunctionPolicy;
 pub use config::{Config, ConfigError, Thresholds};
 pub use snapshot::SnapshotError;
 
+use crate::code::{ClassId, CodeKey, CompileId, CompileRequest, Install, Refusal};
 use crate::crypto::{SeenCache, SigError};
 use crate::ids::{FunctionId, MethodKey, NodeKey, Peer, TenantTag, Tier, Timestamp, TopicId};
 use crate::profile::{Evidence, ProfileView};
@@ -98,6 +104,79 @@ pub enum Event {
         /// The node.
         node: NodeKey,
     },
+    /// A method's fleet-wide invocations reached a tier's threshold, but from fewer distinct
+    /// nodes than required: no compile yet (reported once; re-checked on later deltas).
+    ThresholdPending {
+        /// The tenant.
+        tenant: TenantId,
+        /// The method.
+        method: MethodKey,
+        /// The tier.
+        tier: Tier,
+        /// Fleet-wide invocations below `tier`.
+        invocations: u64,
+        /// Distinct nodes that contributed them.
+        contributors: usize,
+        /// Distinct nodes required.
+        required: usize,
+    },
+    /// This node was elected: compile, then answer with
+    /// [`Engine::compiled`] (or [`Engine::compile_failed`]).
+    Compile(Box<CompileRequest>),
+    /// A compile request is no longer wanted (another node's code arrived, or a better-ranked
+    /// node claimed the same election). An answer to it is refused.
+    CompileCancelled {
+        /// The tenant.
+        tenant: TenantId,
+        /// The request.
+        id: CompileId,
+    },
+    /// Install this code: every check passed (signature chain, blob hash and size, class,
+    /// assumptions, not retired, not expired, attestations).
+    Install(Box<Install>),
+    /// Code installed earlier must no longer run (retired, expired, an assumption no longer
+    /// holds, or its compiler was revoked): fall back to a lower tier.
+    Uninstall {
+        /// The tenant.
+        tenant: TenantId,
+        /// The key.
+        key: CodeKey,
+        /// The class of the removed code.
+        class: ClassId,
+        /// Its generation.
+        generation: u32,
+    },
+    /// Code was refused (reported once per manifest and reason).
+    Refused {
+        /// The tenant.
+        tenant: TenantId,
+        /// The key.
+        key: CodeKey,
+        /// The manifest's class.
+        class: ClassId,
+        /// The manifest's generation.
+        generation: u32,
+        /// Why.
+        reason: Refusal,
+    },
+    /// An attester compiled the same inputs and got different code: compilation is not
+    /// reproducible for this key, or one of the two nodes misbehaves.
+    AttestationMismatch {
+        /// The tenant.
+        tenant: TenantId,
+        /// The key.
+        key: CodeKey,
+        /// The class.
+        class: ClassId,
+        /// The generation.
+        generation: u32,
+        /// The attester.
+        attester: NodeKey,
+        /// The manifest's blob hash.
+        expected: [u8; 32],
+        /// The attester's.
+        got: [u8; 32],
+    },
 }
 
 /// Why a message (or part of it) was not accepted. The engine's state is unchanged by the
@@ -133,6 +212,9 @@ pub enum Rejection {
     /// The delta conflicts with one already held (the signer equivocated).
     #[error("equivocation detected")]
     Equivocation,
+    /// A code statement (presence, claim) was refused.
+    #[error("code statement refused: {0}")]
+    Code(Refusal),
 }
 
 impl Rejection {
@@ -160,6 +242,7 @@ impl Rejection {
             Rejection::Limit(_) => "limit",
             Rejection::ExpiredFunction => "expired_function",
             Rejection::Equivocation => "equivocation",
+            Rejection::Code(r) => r.kind(),
         }
     }
 }
@@ -219,6 +302,22 @@ pub struct Stats {
     /// Anti-entropy messages ignored because they belong to no round this node opened or
     /// serves (late, or unsolicited).
     pub sync_ignored: u64,
+    /// Code refusals by kind.
+    pub refused: BTreeMap<&'static str, u64>,
+    /// Compile requests handed to the host (publish and attest).
+    pub compiles_requested: u64,
+    /// Compile claims published (including renewals and releases).
+    pub claims_published: u64,
+    /// Manifests signed and published.
+    pub manifests_published: u64,
+    /// Code installed.
+    pub installs: u64,
+    /// Code uninstalled.
+    pub uninstalls: u64,
+    /// Blobs fetched from peers.
+    pub blobs_fetched: u64,
+    /// Blob bytes served to peers.
+    pub blob_bytes_served: u64,
 }
 
 /// The Ignite protocol engine of one node, sans-IO.
@@ -250,6 +349,8 @@ pub struct Engine {
     verified_certs: SeenCache,
     rng: SplitMix64,
     stats: Stats,
+    next_compile_id: u64,
+    load: u16,
 }
 
 /// Errors of the engine's host-facing API.
@@ -293,6 +394,8 @@ impl Engine {
             by_topic: BTreeMap::new(),
             outputs: VecDeque::new(),
             stats: Stats::default(),
+            next_compile_id: 0,
+            load: 0,
         })
     }
 
@@ -548,7 +651,7 @@ impl Engine {
                         results[j] = Some(r);
                     }
                     batches.clear();
-                    results[*i] = Some(self.handle_control(*tag, from, other));
+                    results[*i] = Some(self.handle_control(now, *tag, from, other));
                 }
             }
         }
@@ -601,7 +704,13 @@ impl Engine {
     }
 
     /// Handles a message that is not a delta batch.
-    fn handle_control(&mut self, tag: TenantTag, from: Peer, body: Body<'_>) -> Result<Accepted, Rejection> {
+    fn handle_control(
+        &mut self,
+        now: Timestamp,
+        tag: TenantTag,
+        from: Peer,
+        body: Body<'_>,
+    ) -> Result<Accepted, Rejection> {
         match body {
             Body::Deltas(_) => unreachable!("delta batches are ingested together"),
             Body::Revocations(revs) => self.apply_revocations(tag, &revs)?,
@@ -611,7 +720,8 @@ impl Engine {
                 lanes_root,
                 revocations,
                 banned,
-            } => self.on_sync_digest(tag, from, round, lanes_root, revocations, banned),
+                code,
+            } => self.on_sync_digest(tag, from, round, lanes_root, revocations, banned, code),
             Body::SyncPage {
                 round,
                 start,
@@ -620,6 +730,21 @@ impl Engine {
             } => self.on_sync_page(tag, from, round, start, last, &lanes),
             Body::SyncWant { round, lanes } => self.on_sync_want(tag, from, round, &lanes),
             Body::SyncMore { round, start } => self.on_sync_more(tag, from, round, start),
+            Body::Presence(p) => self.on_presence(now, tag, *p).map_err(Rejection::Code)?,
+            Body::Claim(c) => self.on_claim(now, tag, *c).map_err(Rejection::Code)?,
+            Body::Code {
+                round,
+                manifests,
+                attestations,
+            } => self.on_code(now, tag, from, round, manifests, attestations),
+            Body::BlobWant { hash, chunk } => self.on_blob_want(tag, from, hash, chunk),
+            Body::BlobChunk {
+                hash,
+                chunk,
+                size,
+                data,
+            } => self.on_blob_chunk(now, tag, from, hash, chunk, size, data),
+            Body::BlobMissing { hash } => self.on_blob_missing(now, tag, from, hash),
         }
         Ok(Accepted::default())
     }
@@ -658,6 +783,10 @@ impl Engine {
             if self.tenants[&tag].next_sync <= now {
                 self.start_sync(now, tag);
             }
+            let code = &self.tenants[&tag].code;
+            if code.next_tick <= now || code.next_presence <= now {
+                self.code_pass(now, tag);
+            }
         }
     }
 
@@ -674,7 +803,13 @@ impl Engine {
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         self.tenants
             .values()
-            .map(|t| t.next_publish.min(t.next_sync).min(t.next_gc))
+            .map(|t| {
+                t.next_publish
+                    .min(t.next_sync)
+                    .min(t.next_gc)
+                    .min(t.code.next_tick)
+                    .min(t.code.next_presence)
+            })
             .min()
     }
 

@@ -72,10 +72,12 @@ impl Engine {
             lanes_root: Self::lanes_root(&idx),
             revocations: self.tenants[&tag].revocations.digest(),
             banned: self.tenants[&tag].banned_digest(),
+            code: self.tenants[&tag].code.digest(),
         };
         self.seal_to(tag, peer, &body);
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_sync_digest(
         &mut self,
         tag: TenantTag,
@@ -84,7 +86,13 @@ impl Engine {
         root: [u8; 32],
         revocations: [u8; 32],
         banned: [u8; 32],
+        code: [u8; 32],
     ) {
+        if code != self.tenants[&tag].code.digest() {
+            // Manifests are few and signed: send the current ones; the opener answers with
+            // those this node did not send.
+            self.send_code(tag, from, round, &std::collections::BTreeSet::new());
+        }
         if banned != self.tenants[&tag].banned_digest() {
             // Evidence is small and rare: send all of it; the peer verifies each.
             let evidence = self.tenants[&tag].evidence.clone();

@@ -50,6 +50,8 @@ pub(crate) struct TenantState {
     pub(crate) next_publish: Timestamp,
     pub(crate) next_sync: Timestamp,
     pub(crate) next_gc: Timestamp,
+    /// Election and code distribution.
+    pub(crate) code: super::code_state::CodeState,
 }
 
 /// A bounded set of (peer, round) pairs, oldest forgotten first.
@@ -116,6 +118,7 @@ impl TenantState {
             next_publish: now.plus_ms(phase),
             next_sync: now,
             next_gc: now.plus_ms(config.function_ttl_ms / 4),
+            code: super::code_state::CodeState::new(&config.code, now),
         })
     }
 

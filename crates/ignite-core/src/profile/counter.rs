@@ -37,12 +37,37 @@ pub enum Counter {
         /// The host's number for the type or target.
         type_id: u32,
     },
+    /// Deoptimizations caused by one speculation assumption breaking, in code of this
+    /// method and tier (feedback; `id` is [`Assumption::id`](crate::code::Assumption::id)).
+    AssumptionBroken {
+        /// The assumption's id.
+        id: u32,
+    },
+    /// Invocations that ran the code of one generation (feedback).
+    CodeInvocations {
+        /// The code's generation.
+        generation: u32,
+    },
+    /// Invocations of one generation whose latency fell in one power-of-two bucket of
+    /// microseconds (feedback; see [`latency_bucket`](crate::code::rules::latency_bucket)).
+    CodeLatency {
+        /// The code's generation.
+        generation: u32,
+        /// `floor(log2(latency in µs))`.
+        bucket: u8,
+    },
 }
 
 impl Counter {
     /// Whether this counter is feedback about installed code (kept after the tier compiles).
     pub fn is_feedback(self) -> bool {
-        matches!(self, Counter::Deopts)
+        matches!(
+            self,
+            Counter::Deopts
+                | Counter::AssumptionBroken { .. }
+                | Counter::CodeInvocations { .. }
+                | Counter::CodeLatency { .. }
+        )
     }
 }
 

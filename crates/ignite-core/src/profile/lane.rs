@@ -162,6 +162,11 @@ pub(crate) fn mix(key: &CounterKey, value: u64) -> u64 {
         crate::profile::counter::Counter::Branch { site, taken } => (4, u64::from(site), u64::from(taken)),
         crate::profile::counter::Counter::ReceiverTotal { site } => (5, u64::from(site), 0),
         crate::profile::counter::Counter::Receiver { site, type_id } => (6, u64::from(site), u64::from(type_id)),
+        crate::profile::counter::Counter::AssumptionBroken { id } => (7, 0, u64::from(id)),
+        crate::profile::counter::Counter::CodeInvocations { generation } => (8, 0, u64::from(generation)),
+        crate::profile::counter::Counter::CodeLatency { generation, bucket } => {
+            (9, u64::from(bucket), u64::from(generation))
+        }
     };
     let mut z = u64::from(key.method.0) << 32 ^ u64::from(key.tier.0) << 24 ^ kind << 16 ^ site;
     for x in [sub, value] {

@@ -11,6 +11,7 @@ mod seal;
 
 pub use seal::{Sealer, tenant_tag, topic};
 
+use crate::code::{Attestation, Claim, Manifest, Presence, Signed};
 use crate::crypto::SigBytes;
 use crate::ids::{FunctionId, GroupId, Incarnation, MethodId, TenantTag, Tier};
 use crate::profile::counter::{Counter, CounterKey};
@@ -161,6 +162,8 @@ pub enum Body<'a> {
         revocations: [u8; 32],
         /// Digest of the nodes the sender banned for equivocation.
         banned: [u8; 32],
+        /// Digest of the current code manifests and attestations the sender holds.
+        code: [u8; 32],
     },
     /// Anti-entropy: a page of the sender's lanes, ordered by lane hash.
     SyncPage {
@@ -187,6 +190,44 @@ pub enum Body<'a> {
         round: u64,
         /// First lane hash wanted.
         start: u64,
+    },
+    /// A node's signed presence.
+    Presence(Box<Signed<Presence>>),
+    /// A signed compile claim (or its release).
+    Claim(Box<Signed<Claim>>),
+    /// Signed code manifests and attestations: published (round 0) or served by
+    /// anti-entropy (the round's id).
+    Code {
+        /// Anti-entropy round, 0 when published on the topic.
+        round: u64,
+        /// Manifests.
+        manifests: Vec<Signed<Manifest>>,
+        /// Attestations.
+        attestations: Vec<Signed<Attestation>>,
+    },
+    /// Point to point: asks for one chunk of a blob.
+    BlobWant {
+        /// blake3 hash of the blob.
+        hash: [u8; 32],
+        /// Chunk index.
+        chunk: u32,
+    },
+    /// Point to point: one chunk of a blob.
+    BlobChunk {
+        /// blake3 hash of the blob.
+        hash: [u8; 32],
+        /// Chunk index.
+        chunk: u32,
+        /// Total size of the blob.
+        size: u64,
+        /// The chunk's bytes.
+        #[serde(borrow)]
+        data: &'a [u8],
+    },
+    /// Point to point: the sender does not hold the blob.
+    BlobMissing {
+        /// blake3 hash of the blob.
+        hash: [u8; 32],
     },
 }
 
@@ -231,7 +272,22 @@ impl<'a> Body<'a> {
                 Ok(())
             }
             Body::SyncWant { lanes, .. } => bound("sync entries", lanes.len(), limits.max_sync_entries),
-            Body::SyncDigest { .. } | Body::SyncMore { .. } | Body::Evidence(_) => Ok(()),
+            Body::Code {
+                manifests,
+                attestations,
+                ..
+            } => {
+                bound("manifests", manifests.len(), limits.max_refs_per_message)?;
+                bound("attestations", attestations.len(), limits.max_refs_per_message)
+            }
+            Body::SyncDigest { .. }
+            | Body::SyncMore { .. }
+            | Body::Evidence(_)
+            | Body::Presence(_)
+            | Body::Claim(_)
+            | Body::BlobWant { .. }
+            | Body::BlobChunk { .. }
+            | Body::BlobMissing { .. } => Ok(()),
         }
     }
 

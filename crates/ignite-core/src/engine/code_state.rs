@@ -1,0 +1,258 @@
+//! Per-tenant state of election and code distribution, and the queries on it that every
+//! engine answers identically from the merged state.
+
+use super::Thresholds;
+use crate::code::assumption::Checker;
+use crate::code::blobs::Transfer;
+use crate::code::{
+    AllHold, Assumption, Attestation, BlobStore, Claim, ClassId, CodeConfig, CodeKey, CompileId, Election, Manifest,
+    Presence, Purpose, Signed, rules,
+};
+use crate::ids::{FunctionId, MethodId, NodeKey, Peer, Tier, Timestamp};
+use crate::profile::FunctionState;
+use crate::profile::counter::{Counter, CounterKey};
+use crate::tenancy::Roles;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Thresholds and contributor requirement of one function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FunctionPolicy {
+    /// Tier thresholds on merged fleet-wide invocations.
+    pub thresholds: Thresholds,
+    /// Distinct nodes that must have contributed before a threshold counts.
+    pub min_contributors: usize,
+}
+
+/// A member as known from its latest presence.
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    pub(crate) presence: Signed<Presence>,
+    pub(crate) heard_at: Timestamp,
+}
+
+/// A compile the host was asked for and has not answered.
+#[derive(Debug, Clone)]
+pub(crate) struct Pending {
+    pub(crate) election: Election,
+    pub(crate) purpose: Purpose,
+    pub(crate) lease_until: Timestamp,
+    pub(crate) excluded: Vec<Assumption>,
+    pub(crate) profile_digest: [u8; 32],
+}
+
+/// What is installed for one (function, method, tier).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Installed {
+    pub(crate) manifest: [u8; 32],
+    pub(crate) class: ClassId,
+    pub(crate) generation: u32,
+    pub(crate) blob: [u8; 32],
+}
+
+/// Manifests of one (key, class), by generation (the best manifest of each).
+pub(crate) type Generations = BTreeMap<u32, Signed<Manifest>>;
+
+#[derive(Debug)]
+pub(crate) struct CodeState {
+    pub(crate) members: BTreeMap<NodeKey, Member>,
+    pub(crate) presence_seq: u64,
+    pub(crate) next_presence: Timestamp,
+    pub(crate) next_tick: Timestamp,
+    pub(crate) claims: BTreeMap<(Election, NodeKey), Signed<Claim>>,
+    pub(crate) manifests: BTreeMap<(CodeKey, ClassId), Generations>,
+    /// Manifest hash -> (key, class, generation) of every held manifest.
+    pub(crate) by_hash: BTreeMap<[u8; 32], (CodeKey, ClassId, u32)>,
+    pub(crate) attestations: BTreeMap<[u8; 32], BTreeMap<NodeKey, Signed<Attestation>>>,
+    /// When this engine first saw each open election (its rank's turn counts from there).
+    pub(crate) turns: BTreeMap<Election, Timestamp>,
+    /// Elections whose compile failed here: not claimed again before the time.
+    pub(crate) failed: BTreeMap<Election, Timestamp>,
+    pub(crate) pending: BTreeMap<CompileId, Pending>,
+    /// Manifests this node attested (or is attesting).
+    pub(crate) attested: BTreeSet<[u8; 32]>,
+    pub(crate) installed: BTreeMap<(FunctionId, MethodId, Tier), Installed>,
+    /// (manifest hash, refusal kind) already reported.
+    pub(crate) reported: BTreeSet<([u8; 32], &'static str)>,
+    pub(crate) blobs: BlobStore,
+    pub(crate) transfers: BTreeMap<[u8; 32], Transfer>,
+    /// Peers that relayed a manifest, by blob hash: asked first for the blob.
+    pub(crate) sources: BTreeMap<[u8; 32], Vec<Peer>>,
+    pub(crate) checker: Checker,
+    pub(crate) policies: BTreeMap<FunctionId, FunctionPolicy>,
+    /// Thresholds reached with too few contributors, already reported.
+    pub(crate) withheld: BTreeSet<(FunctionId, MethodId, Tier)>,
+}
+
+impl CodeState {
+    pub(crate) fn new(cfg: &CodeConfig, now: Timestamp) -> CodeState {
+        CodeState {
+            members: BTreeMap::new(),
+            presence_seq: 0,
+            next_presence: now,
+            next_tick: now,
+            claims: BTreeMap::new(),
+            manifests: BTreeMap::new(),
+            by_hash: BTreeMap::new(),
+            attestations: BTreeMap::new(),
+            turns: BTreeMap::new(),
+            failed: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            attested: BTreeSet::new(),
+            installed: BTreeMap::new(),
+            reported: BTreeSet::new(),
+            blobs: BlobStore::new(cfg.blob_store_bytes, cfg.blob_store_count),
+            transfers: BTreeMap::new(),
+            sources: BTreeMap::new(),
+            checker: Checker(Box::new(AllHold)),
+            policies: BTreeMap::new(),
+            withheld: BTreeSet::new(),
+        }
+    }
+
+    /// Whether a member's presence is recent enough.
+    pub(crate) fn is_live(&self, node: &NodeKey, now: Timestamp, ttl_ms: u64) -> bool {
+        self.members
+            .get(node)
+            .is_some_and(|m| now.millis_since(m.heard_at) <= ttl_ms)
+    }
+
+    /// Live members allowed to compile, per class they can run.
+    pub(crate) fn eligible(
+        &self,
+        now: Timestamp,
+        ttl_ms: u64,
+        excluded: &dyn Fn(&NodeKey) -> bool,
+    ) -> BTreeMap<ClassId, Vec<NodeKey>> {
+        let mut out: BTreeMap<ClassId, Vec<NodeKey>> = BTreeMap::new();
+        for (node, m) in &self.members {
+            if now.millis_since(m.heard_at) > ttl_ms
+                || excluded(node)
+                || !m.presence.cert.cert.roles.contains(Roles::COMPILE)
+            {
+                continue;
+            }
+            for c in &m.presence.statement.classes {
+                out.entry(*c).or_default().push(*node);
+            }
+        }
+        out
+    }
+
+    /// Classes code is needed for: for each live member, the first class it lists that
+    /// some eligible node can compile.
+    pub(crate) fn needed_classes(
+        &self,
+        now: Timestamp,
+        ttl_ms: u64,
+        eligible: &BTreeMap<ClassId, Vec<NodeKey>>,
+    ) -> BTreeSet<ClassId> {
+        let mut out = BTreeSet::new();
+        for m in self.members.values() {
+            if now.millis_since(m.heard_at) > ttl_ms {
+                continue;
+            }
+            if let Some(c) = m
+                .presence
+                .statement
+                .classes
+                .iter()
+                .find(|c| eligible.get(c).is_some_and(|e| !e.is_empty()))
+            {
+                out.insert(*c);
+            }
+        }
+        out
+    }
+
+    /// The current manifest of a (key, class).
+    pub(crate) fn current(&self, key: &CodeKey, class: &ClassId) -> Option<&Signed<Manifest>> {
+        self.manifests
+            .get(&(*key, *class))
+            .and_then(|g| g.last_key_value())
+            .map(|(_, m)| m)
+    }
+
+    /// Digest of the current manifests and their attestations (anti-entropy).
+    pub(crate) fn digest(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_derive_key("ignite v1 code digest");
+        for g in self.manifests.values() {
+            if let Some((_, m)) = g.last_key_value() {
+                let mh = m.hash();
+                h.update(&mh);
+                for a in self.attestations.get(&mh).into_iter().flat_map(|a| a.values()) {
+                    h.update(&a.hash());
+                }
+            }
+        }
+        *h.finalize().as_bytes()
+    }
+
+    /// Distinct attesters other than the compiler whose attested hash equals the manifest's.
+    pub(crate) fn agreeing_attestations(&self, m: &Signed<Manifest>) -> usize {
+        let mh = m.hash();
+        self.attestations.get(&mh).map_or(0, |a| {
+            a.values()
+                .filter(|s| {
+                    s.statement.attester != m.statement.compiler && s.statement.blob_hash == m.statement.blob_hash
+                })
+                .count()
+        })
+    }
+}
+
+/// Distinct nodes that reported deopts of assumption `id` for a method at a tier.
+pub(crate) fn deopt_nodes(state: Option<&FunctionState>, method: MethodId, tier: Tier, id: u32) -> usize {
+    state.map_or(0, |s| {
+        s.per_node(&CounterKey {
+            method,
+            tier,
+            counter: Counter::AssumptionBroken { id },
+        })
+        .len()
+    })
+}
+
+/// The first non-tolerated assumption of `m` that broke on at least `min_nodes` nodes.
+pub(crate) fn retired_by(m: &Manifest, state: Option<&FunctionState>, min_nodes: usize) -> Option<(u32, usize)> {
+    m.assumptions
+        .iter()
+        .map(Assumption::id)
+        .filter(|id| !m.tolerated.contains(id))
+        .map(|id| (id, deopt_nodes(state, m.key.method, m.key.tier, id)))
+        .find(|(_, n)| *n >= min_nodes)
+}
+
+/// Latency histogram (bucket, count) of one generation of a key, merged fleet-wide.
+pub(crate) fn latency_histogram(state: Option<&FunctionState>, key: &CodeKey, generation: u32) -> Vec<(u8, u64)> {
+    let Some(s) = state else { return Vec::new() };
+    s.merged_counters()
+        .iter()
+        .filter_map(|(k, v)| match k.counter {
+            Counter::CodeLatency { generation: g, bucket }
+                if k.method == key.method && k.tier == key.tier && g == generation =>
+            {
+                Some((bucket, *v))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The merged profile a compile of `key` uses: every non-feedback counter of the method at
+/// the tiers below the key's tier.
+pub(crate) fn compile_profile(state: Option<&FunctionState>, key: &CodeKey) -> Vec<(CounterKey, u64)> {
+    let Some(s) = state else { return Vec::new() };
+    s.merged_counters()
+        .iter()
+        .filter(|(k, _)| k.method == key.method && k.tier < key.tier.max(Tier(1)) && !k.counter.is_feedback())
+        .map(|(k, v)| (*k, *v))
+        .collect()
+}
+
+/// Whether a manifest is past its expiry.
+pub(crate) fn expired(m: &Manifest, now: Timestamp) -> bool {
+    now >= m.expires_at
+}
+
+/// `rules::rank` re-exported for the engine's election code.
+pub(crate) use rules::rank;

@@ -1,0 +1,603 @@
+//! Election: which node compiles each hot (key, class, generation), claims with leases,
+//! takeover, recompiles after retirement, re-promotion, attestation requests; and the
+//! host's answer ([`Engine::compiled`]).
+
+use super::code_state::{Pending, compile_profile, deopt_nodes, expired, latency_histogram, rank, retired_by};
+use super::{Engine, EngineError, Event, Output};
+use crate::code::{
+    Assumption, Attestation, Claim, ClassId, CodeKey, CompileError, CompileId, CompileRequest, CompiledCode, Election,
+    Manifest, Purpose, Signed, rules,
+};
+use crate::ids::{NodeKey, TenantTag, Tier, Timestamp};
+use crate::tenancy::TenantId;
+use crate::wire::Body;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// What an open election asks of this node.
+enum Plan {
+    /// Compile (or re-promote `from` generation's code) for this election.
+    Compile { election: Election, repromote: Option<u32> },
+}
+
+impl Engine {
+    /// Re-examines elections, attestations, installs and transfers of one tenant.
+    pub(super) fn code_pass(&mut self, now: Timestamp, tag: TenantTag) {
+        let _span = tracing::debug_span!("code_pass", now = now.as_millis()).entered();
+        if self.tenants[&tag].code.next_presence <= now {
+            if self.config.code.hardware.is_empty() {
+                // A node that runs no compiled code has nothing to announce.
+                let interval = self.config.code.presence_interval_ms;
+                self.tenants.get_mut(&tag).expect("tenant present").code.next_presence = now.plus_ms(interval);
+            } else {
+                self.publish_presence(now, tag);
+            }
+        }
+        self.prune_claims(now, tag);
+        self.run_elections(now, tag);
+        self.run_attestations(now, tag);
+        self.run_installs(now, tag);
+        self.run_transfers(now, tag);
+        let tick = self.config.code.tick_ms;
+        let t = self.tenants.get_mut(&tag).expect("tenant present");
+        let busy = !t.code.turns.is_empty() || !t.code.pending.is_empty() || !t.code.transfers.is_empty();
+        t.code.next_tick = if busy { now.plus_ms(tick) } else { t.code.next_presence };
+    }
+
+    fn prune_claims(&mut self, now: Timestamp, tag: TenantTag) {
+        let t = self.tenants.get_mut(&tag).expect("tenant present");
+        t.code.claims.retain(|_, c| c.statement.lease_until > now);
+        t.code.failed.retain(|_, until| *until > now);
+    }
+
+    /// The assumptions known broken for a key (any class, any generation held).
+    fn broken_assumptions(&self, tag: TenantTag, key: &CodeKey) -> Vec<Assumption> {
+        let t = &self.tenants[&tag];
+        let min = self.config.code.retire_min_nodes;
+        let state = t.functions.get(&key.function);
+        let mut out: BTreeSet<Assumption> = BTreeSet::new();
+        for ((k, _), gens) in t
+            .code
+            .manifests
+            .range((*key, ClassId([0; 16]))..=(*key, ClassId([255; 16])))
+        {
+            debug_assert_eq!(k, key);
+            for m in gens.values() {
+                for a in &m.statement.assumptions {
+                    if deopt_nodes(state, key.method, key.tier, a.id()) >= min {
+                        out.insert(a.clone());
+                    }
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// Hot keys of a tenant: every (function, method, tier) whose threshold fired.
+    fn hot_keys(&self, tag: TenantTag) -> Vec<CodeKey> {
+        let t = &self.tenants[&tag];
+        let mut out = Vec::new();
+        for (f, s) in &t.functions {
+            for (m, bits) in &s.fired {
+                for tier in 1..=Tier::MAX.0 {
+                    if bits & (1 << tier) != 0 {
+                        out.push(CodeKey {
+                            function: *f,
+                            method: *m,
+                            tier: Tier(tier),
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The election due for a key and class, if any: the first generation, the next one
+    /// after retirement (after its backoff) or expiry, or a re-promotion.
+    fn due_election(
+        &self,
+        now: Timestamp,
+        tag: TenantTag,
+        key: &CodeKey,
+        class: &ClassId,
+    ) -> Option<(Election, Option<u32>)> {
+        let cfg = &self.config.code;
+        let t = &self.tenants[&tag];
+        let state = t.functions.get(&key.function);
+        let next = |g: u32| Election {
+            key: *key,
+            class: *class,
+            generation: g + 1,
+        };
+        let Some(gens) = t.code.manifests.get(&(*key, *class)) else {
+            return Some((next(0), None));
+        };
+        let (&g, cur) = gens.last_key_value()?;
+        if g >= cfg.limits.max_generations {
+            return None;
+        }
+        if expired(&cur.statement, now) {
+            return Some((next(g), None));
+        }
+        if retired_by(&cur.statement, state, cfg.retire_min_nodes).is_some() {
+            let ready = cur
+                .statement
+                .created_at
+                .plus_ms(rules::backoff_ms(cfg.recompile_backoff_ms, g));
+            return (now >= ready).then(|| (next(g), None));
+        }
+        let prev = gens.range(..g).next_back().map(|(_, m)| m)?;
+        let due = rules::repromotion_due(
+            &cur.statement,
+            &prev.statement,
+            &latency_histogram(state, key, g),
+            &latency_histogram(state, key, prev.statement.generation),
+            cfg.min_latency_samples,
+        );
+        due.then(|| (next(g), Some(prev.statement.generation)))
+    }
+
+    fn run_elections(&mut self, now: Timestamp, tag: TenantTag) {
+        let cfg = self.config.code.clone();
+        let me = self.tenants[&tag].node;
+        let tenant = self.tenants[&tag].tenant;
+        let my_classes: BTreeSet<ClassId> = cfg.hardware.iter().map(|c| c.id()).collect();
+        let eligible = {
+            let t = &self.tenants[&tag];
+            let excluded = |n: &NodeKey| t.banned.contains(n) || t.revocations.contains(n);
+            t.code.eligible(now, cfg.presence_ttl_ms, &excluded)
+        };
+        let needed = self.tenants[&tag]
+            .code
+            .needed_classes(now, cfg.presence_ttl_ms, &eligible);
+        let mut open: BTreeSet<Election> = BTreeSet::new();
+        let mut plans: Vec<Plan> = Vec::new();
+        for key in self.hot_keys(tag) {
+            for class in needed.iter().filter(|c| my_classes.contains(c)) {
+                let Some((election, repromote)) = self.due_election(now, tag, &key, class) else {
+                    continue;
+                };
+                open.insert(election);
+                let ranking = rank(&tenant, &election, eligible.get(class).into_iter().flatten().copied());
+                let Some(pos) = ranking.iter().position(|n| *n == me) else {
+                    continue;
+                };
+                let t = self.tenants.get_mut(&tag).expect("tenant present");
+                let seen = *t.code.turns.entry(election).or_insert(now);
+                if t.code.pending.values().any(|p| p.election == election) || t.code.failed.contains_key(&election) {
+                    continue;
+                }
+                // A live claim by anyone else: wait for its manifest or for its lease to lapse.
+                let claimed = t.code.claims.iter().any(|((e, n), c)| {
+                    *e == election
+                        && *n != me
+                        && c.statement.lease_until > now
+                        && t.code.is_live(n, now, cfg.presence_ttl_ms)
+                });
+                if claimed {
+                    continue;
+                }
+                if pos == 0 || now >= seen.plus_ms(cfg.lease_ms.saturating_mul(pos as u64)) {
+                    plans.push(Plan::Compile { election, repromote });
+                }
+            }
+        }
+        let t = self.tenants.get_mut(&tag).expect("tenant present");
+        t.code.turns.retain(|e, _| open.contains(e));
+        self.cancel_superseded(now, tag, &open);
+        for plan in plans {
+            match plan {
+                Plan::Compile {
+                    election,
+                    repromote: Some(from),
+                } => self.repromote(now, tag, election, from),
+                Plan::Compile {
+                    election,
+                    repromote: None,
+                } => self.request_compile(now, tag, election),
+            }
+        }
+        self.renew_claims(now, tag);
+    }
+
+    /// Cancels pending publish compiles whose election closed (a manifest arrived) or that a
+    /// better-ranked live claimant also claimed.
+    fn cancel_superseded(&mut self, now: Timestamp, tag: TenantTag, open: &BTreeSet<Election>) {
+        let ttl = self.config.code.presence_ttl_ms;
+        let t = self.tenants.get_mut(&tag).expect("tenant present");
+        let me = t.node;
+        let tenant = t.tenant;
+        let my_score = |e: &Election| rules::score(&tenant, e, &me);
+        let cancel: Vec<CompileId> = t
+            .code
+            .pending
+            .iter()
+            .filter(|(_, p)| p.purpose == Purpose::Publish)
+            .filter(|(_, p)| {
+                !open.contains(&p.election)
+                    || t.code.claims.iter().any(|((e, n), c)| {
+                        *e == p.election
+                            && *n != me
+                            && c.statement.lease_until > now
+                            && t.code.is_live(n, now, ttl)
+                            && rules::score(&tenant, e, n) > my_score(e)
+                    })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in cancel {
+            t.code.pending.remove(&id);
+            self.outputs
+                .push_back(Output::Event(Event::CompileCancelled { tenant, id }));
+        }
+    }
+
+    fn renew_claims(&mut self, now: Timestamp, tag: TenantTag) {
+        let lease = self.config.code.lease_ms;
+        let due: Vec<CompileId> = self.tenants[&tag]
+            .code
+            .pending
+            .iter()
+            .filter(|(_, p)| p.purpose == Purpose::Publish && p.lease_until.millis_since(now) <= lease / 2)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let election = self.tenants[&tag].code.pending[&id].election;
+            self.publish_claim(now, tag, election, now.plus_ms(lease));
+            if let Some(p) = self.tenants.get_mut(&tag).expect("tenant").code.pending.get_mut(&id) {
+                p.lease_until = now.plus_ms(lease);
+            }
+        }
+    }
+
+    fn publish_claim(&mut self, now: Timestamp, tag: TenantTag, election: Election, lease_until: Timestamp) {
+        let t = self.tenants.get_mut(&tag).expect("tenant present");
+        let claim = Claim {
+            tenant: t.tenant,
+            node: t.node,
+            key: election.key,
+            class: election.class,
+            generation: election.generation,
+            lease_until,
+            issued_at: now,
+        };
+        let signed = Signed::sign(claim, &t.creds);
+        t.code.claims.insert((election, t.node), signed.clone());
+        self.stats.claims_published += 1;
+        self.publish_body(tag, &Body::Claim(Box::new(signed)));
+    }
+
+    fn next_compile_id(&mut self) -> CompileId {
+        self.next_compile_id += 1;
+        CompileId(self.next_compile_id)
+    }
+
+    /// Claims an election and asks the host to compile.
+    fn request_compile(&mut self, now: Timestamp, tag: TenantTag, election: Election) {
+        let lease = self.config.code.lease_ms;
+        let Some(class) = self
+            .config
+            .code
+            .hardware
+            .iter()
+            .find(|c| c.id() == election.class)
+            .cloned()
+        else {
+            return;
+        };
+        let excluded = self.broken_assumptions(tag, &election.key);
+        let t = &self.tenants[&tag];
+        let profile = compile_profile(t.functions.get(&election.key.function), &election.key);
+        let profile_digest = rules::profile_digest(&election.key, &election.class, &profile);
+        let tenant = t.tenant;
+        self.publish_claim(now, tag, election, now.plus_ms(lease));
+        let id = self.next_compile_id();
+        self.tenants.get_mut(&tag).expect("tenant present").code.pending.insert(
+            id,
+            Pending {
+                election,
+                purpose: Purpose::Publish,
+                lease_until: now.plus_ms(lease),
+                excluded: excluded.clone(),
+                profile_digest,
+            },
+        );
+        self.stats.compiles_requested += 1;
+        tracing::info!(
+            generation = election.generation,
+            tier = election.key.tier.0,
+            "elected to compile"
+        );
+        self.outputs
+            .push_back(Output::Event(Event::Compile(Box::new(CompileRequest {
+                id,
+                tenant,
+                key: election.key,
+                class,
+                generation: election.generation,
+                purpose: Purpose::Publish,
+                profile,
+                profile_digest,
+                excluded,
+                required: None,
+            }))));
+    }
+
+    /// Re-publishes the code of generation `from` as the election's generation.
+    fn repromote(&mut self, now: Timestamp, tag: TenantTag, election: Election, from: u32) {
+        let ttl = self.config.code.manifest_ttl_ms;
+        let min = self.config.code.retire_min_nodes;
+        let t = self.tenants.get_mut(&tag).expect("tenant present");
+        let Some(old) = t
+            .code
+            .manifests
+            .get(&(election.key, election.class))
+            .and_then(|g| g.get(&from))
+            .cloned()
+        else {
+            return;
+        };
+        if !t.code.blobs.contains(&old.statement.blob_hash) {
+            // The elected node needs the old code to re-publish it: fetch it first.
+            t.code
+                .transfers
+                .entry(old.statement.blob_hash)
+                .or_insert_with(|| crate::code::blobs::Transfer::new(old.statement.blob_size, now));
+            return;
+        }
+        let state = t.functions.get(&election.key.function);
+        let tolerated: Vec<u32> = old
+            .statement
+            .assumptions
+            .iter()
+            .map(Assumption::id)
+            .filter(|id| deopt_nodes(state, election.key.method, election.key.tier, *id) >= min)
+            .collect();
+        let m = Manifest {
+            tenant: t.tenant,
+            key: election.key,
+            class: election.class,
+            generation: election.generation,
+            assumptions: old.statement.assumptions.clone(),
+            tolerated,
+            repromotes: Some(from),
+            profile_digest: old.statement.profile_digest,
+            blob_hash: old.statement.blob_hash,
+            blob_size: old.statement.blob_size,
+            compiler: t.node,
+            created_at: now,
+            expires_at: now.plus_ms(ttl),
+        };
+        tracing::info!(generation = election.generation, from, "re-promoting faster code");
+        self.sign_and_publish_manifest(now, tag, m);
+    }
+
+    fn sign_and_publish_manifest(&mut self, now: Timestamp, tag: TenantTag, m: Manifest) -> [u8; 32] {
+        let signed = Signed::sign(m, &self.tenants[&tag].creds);
+        let hash = signed.hash();
+        if let Err(e) = self.accept_manifest(now, tag, signed.clone(), None) {
+            tracing::error!(reason = %e, "own manifest not accepted");
+        }
+        self.stats.manifests_published += 1;
+        self.publish_body(
+            tag,
+            &Body::Code {
+                round: 0,
+                manifests: vec![signed],
+                attestations: Vec::new(),
+            },
+        );
+        hash
+    }
+
+    /// Asks for attestation compiles of current manifests this node ranks among the first
+    /// `min_attestations` attesters for (after the compiler), or whose turn came because
+    /// better-ranked attesters did not answer within a lease each.
+    fn run_attestations(&mut self, now: Timestamp, tag: TenantTag) {
+        let need = self.config.code.min_attestations;
+        if need == 0 {
+            return;
+        }
+        let cfg = self.config.code.clone();
+        let t = &self.tenants[&tag];
+        let me = t.node;
+        let tenant = t.tenant;
+        let excluded = |n: &NodeKey| t.banned.contains(n) || t.revocations.contains(n);
+        let eligible = t.code.eligible(now, cfg.presence_ttl_ms, &excluded);
+        let mut todo = Vec::new();
+        for gens in t.code.manifests.values() {
+            let Some((_, m)) = gens.last_key_value() else { continue };
+            let s = &m.statement;
+            let h = m.hash();
+            if s.compiler == me || t.code.attested.contains(&h) || s.repromotes.is_some() || expired(s, now) {
+                continue;
+            }
+            if t.code.agreeing_attestations(m) >= need {
+                continue;
+            }
+            let election = rules::election_of(s);
+            let ranking: Vec<NodeKey> = rank(
+                &tenant,
+                &election,
+                eligible.get(&s.class).into_iter().flatten().copied(),
+            )
+            .into_iter()
+            .filter(|n| *n != s.compiler)
+            .collect();
+            let Some(pos) = ranking.iter().position(|n| *n == me) else {
+                continue;
+            };
+            let turn = s
+                .created_at
+                .plus_ms(cfg.lease_ms.saturating_mul((pos + 1).saturating_sub(need) as u64));
+            if pos < need || now >= turn {
+                todo.push((m.clone(), h));
+            }
+        }
+        for (m, h) in todo {
+            let Some(class) = cfg.hardware.iter().find(|c| c.id() == m.statement.class).cloned() else {
+                continue;
+            };
+            let t = self.tenants.get_mut(&tag).expect("tenant present");
+            t.code.attested.insert(h);
+            let profile = compile_profile(t.functions.get(&m.statement.key.function), &m.statement.key);
+            let id = self.next_compile_id();
+            let election = rules::election_of(&m.statement);
+            let t = self.tenants.get_mut(&tag).expect("tenant present");
+            t.code.pending.insert(
+                id,
+                Pending {
+                    election,
+                    purpose: Purpose::Attest { manifest: h },
+                    lease_until: now.plus_ms(cfg.lease_ms),
+                    excluded: Vec::new(),
+                    profile_digest: m.statement.profile_digest,
+                },
+            );
+            self.stats.compiles_requested += 1;
+            self.outputs
+                .push_back(Output::Event(Event::Compile(Box::new(CompileRequest {
+                    id,
+                    tenant,
+                    key: m.statement.key,
+                    class,
+                    generation: m.statement.generation,
+                    purpose: Purpose::Attest { manifest: h },
+                    profile,
+                    profile_digest: m.statement.profile_digest,
+                    excluded: Vec::new(),
+                    required: Some(m.statement.assumptions.clone()),
+                }))));
+        }
+    }
+
+    /// The host's answer to a [`CompileRequest`]: the code it compiled.
+    ///
+    /// For [`Purpose::Publish`] the engine stores the code, signs its manifest (generation,
+    /// class, assumptions, profile digest, blob hash and size, `now` as creation time) and
+    /// publishes it; it returns the manifest's hash. For [`Purpose::Attest`] it signs and
+    /// publishes the hash the compilation produced (equal or not to the manifest's) and
+    /// returns that hash.
+    pub fn compiled(
+        &mut self,
+        now: Timestamp,
+        tenant: &TenantId,
+        id: CompileId,
+        code: CompiledCode,
+    ) -> Result<[u8; 32], CompileError> {
+        let tag = self.tag_of(tenant).ok_or(CompileError::UnknownRequest)?;
+        let cfg = self.config.code.clone();
+        let t = self.tenants.get_mut(&tag).expect("tenant present");
+        let pending = t.code.pending.remove(&id).ok_or(CompileError::UnknownRequest)?;
+        let size = code.bytes.len() as u64;
+        if size > cfg.max_blob_bytes {
+            return Err(CompileError::Oversize {
+                size,
+                max: cfg.max_blob_bytes,
+            });
+        }
+        if code.assumptions.len() > cfg.limits.max_assumptions || !code.assumptions.iter().all(Assumption::is_bounded) {
+            return Err(CompileError::Bounds);
+        }
+        if let Some(a) = code.assumptions.iter().find(|a| pending.excluded.contains(a)) {
+            t.code.failed.insert(pending.election, now.plus_ms(cfg.lease_ms));
+            return Err(CompileError::ExcludedAssumption(a.clone()));
+        }
+        let blob: Arc<[u8]> = code.bytes.into();
+        let blob_hash = *blake3::hash(&blob).as_bytes();
+        match pending.purpose {
+            Purpose::Publish => {
+                t.code.blobs.insert(blob);
+                let m = Manifest {
+                    tenant: t.tenant,
+                    key: pending.election.key,
+                    class: pending.election.class,
+                    generation: pending.election.generation,
+                    assumptions: code.assumptions,
+                    tolerated: Vec::new(),
+                    repromotes: None,
+                    profile_digest: pending.profile_digest,
+                    blob_hash,
+                    blob_size: size,
+                    compiler: t.node,
+                    created_at: now,
+                    expires_at: now.plus_ms(cfg.manifest_ttl_ms),
+                };
+                Ok(self.sign_and_publish_manifest(now, tag, m))
+            }
+            Purpose::Attest { manifest } => {
+                let Some((key, class, generation)) = t.code.by_hash.get(&manifest).copied() else {
+                    return Err(CompileError::UnknownRequest);
+                };
+                if t.code
+                    .current(&key, &class)
+                    .is_some_and(|m| m.statement.blob_hash == blob_hash)
+                {
+                    // Reproduced: this node can serve the code too.
+                    t.code.blobs.insert(blob);
+                }
+                let a = Attestation {
+                    tenant: t.tenant,
+                    attester: t.node,
+                    key,
+                    class,
+                    generation,
+                    manifest,
+                    blob_hash,
+                    issued_at: now,
+                };
+                let signed = Signed::sign(a, &t.creds);
+                if let Err(e) = self.accept_attestation(now, tag, signed.clone()) {
+                    tracing::error!(reason = %e, "own attestation not accepted");
+                }
+                self.publish_body(
+                    tag,
+                    &Body::Code {
+                        round: 0,
+                        manifests: Vec::new(),
+                        attestations: vec![signed],
+                    },
+                );
+                Ok(blob_hash)
+            }
+        }
+    }
+
+    /// The host could not compile a request: the claim is released so that the next-ranked
+    /// node takes over after its turn, and this node does not claim the election again for
+    /// one lease.
+    pub fn compile_failed(&mut self, now: Timestamp, tenant: &TenantId, id: CompileId) -> Result<(), EngineError> {
+        let lease = self.config.code.lease_ms;
+        let tag = self.tag_of(tenant).ok_or(EngineError::UnknownTenant)?;
+        let t = self.tenants.get_mut(&tag).expect("tenant present");
+        let Some(p) = t.code.pending.remove(&id) else {
+            return Ok(());
+        };
+        t.code.failed.insert(p.election, now.plus_ms(lease));
+        if p.purpose == Purpose::Publish {
+            self.publish_claim(now, tag, p.election, now);
+        }
+        Ok(())
+    }
+
+    /// Compile requests not answered yet, by id.
+    pub fn pending_compiles(&self, tenant: &TenantId) -> Vec<(CompileId, Election)> {
+        self.tenant(tenant)
+            .map(|t| t.code.pending.iter().map(|(id, p)| (*id, p.election)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The current manifests of a tenant, by (key, class).
+    pub fn manifests(&self, tenant: &TenantId) -> BTreeMap<(CodeKey, ClassId), Signed<Manifest>> {
+        self.tenant(tenant)
+            .map(|t| {
+                t.code
+                    .manifests
+                    .iter()
+                    .filter_map(|(k, g)| g.last_key_value().map(|(_, m)| (*k, m.clone())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}

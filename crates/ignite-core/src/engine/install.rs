@@ -1,0 +1,463 @@
+//! Installing code: choosing the current manifest of the best runnable class, checking it,
+//! fetching its blob by content hash, and telling the host. Also the host's feedback
+//! (deopts, latencies) and the scheduler's query.
+
+use super::code_state::{FunctionPolicy, Installed, expired, retired_by};
+use super::{Engine, EngineError, Event, Output};
+use crate::code::assumption::Checker;
+use crate::code::blobs::{ChunkError, Transfer};
+use crate::code::{
+    Assumption, AssumptionCheck, ClassId, CodeKey, Install, Manifest, MemberCode, Refusal, Signed, rules,
+};
+use crate::ids::{FunctionId, MethodId, Peer, TenantTag, Tier, Timestamp};
+use crate::profile::counter::{Counter, CounterKey};
+use crate::tenancy::TenantId;
+use crate::wire::Body;
+use std::collections::{BTreeMap, BTreeSet};
+
+impl Engine {
+    /// Checks everything about a current manifest except its blob.
+    fn install_check(&self, now: Timestamp, tag: TenantTag, m: &Signed<Manifest>) -> Result<(), Refusal> {
+        let cfg = &self.config.code;
+        let t = &self.tenants[&tag];
+        let s = &m.statement;
+        if !cfg.hardware.iter().any(|c| c.id() == s.class) {
+            return Err(Refusal::ClassNotRunnable);
+        }
+        if expired(s, now) {
+            return Err(Refusal::Expired);
+        }
+        if t.revocations.contains(&s.compiler) || t.banned.contains(&s.compiler) {
+            return Err(Refusal::Unauthentic("compiler revoked or banned".into()));
+        }
+        if let Some((assumption, nodes)) = retired_by(s, t.functions.get(&s.key.function), cfg.retire_min_nodes) {
+            return Err(Refusal::Retired { assumption, nodes });
+        }
+        if cfg.min_attestations > 0 && s.repromotes.is_none() {
+            let have = t.code.agreeing_attestations(m);
+            if have < cfg.min_attestations {
+                return Err(Refusal::Unattested {
+                    have,
+                    need: cfg.min_attestations,
+                });
+            }
+        }
+        for a in s.assumptions.iter().filter(|a| !s.tolerated.contains(&a.id())) {
+            t.code
+                .checker
+                .0
+                .check(&t.tenant, &s.key, a)
+                .map_err(|reason| Refusal::AssumptionViolated {
+                    assumption: a.clone(),
+                    reason,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// For every (function, method, tier) with manifests: installs the current code of the
+    /// best class this node runs that passes every check, fetching blobs as needed, and
+    /// removes installed code that no longer passes.
+    pub(super) fn run_installs(&mut self, now: Timestamp, tag: TenantTag) {
+        let prefs: Vec<ClassId> = self.config.code.hardware.iter().map(|c| c.id()).collect();
+        let t = &self.tenants[&tag];
+        // Current manifests grouped by key.
+        let mut by_key: BTreeMap<CodeKey, Vec<Signed<Manifest>>> = BTreeMap::new();
+        for ((key, _), gens) in &t.code.manifests {
+            if let Some((_, m)) = gens.last_key_value() {
+                by_key.entry(*key).or_default().push(m.clone());
+            }
+        }
+        let mut wanted: BTreeSet<[u8; 32]> = BTreeSet::new();
+        for (key, mut currents) in by_key {
+            let pref = |c: &ClassId| prefs.iter().position(|p| p == c).unwrap_or(usize::MAX);
+            currents.sort_by_key(|m| pref(&m.statement.class));
+            let mut chosen = None;
+            for m in currents {
+                match self.install_check(now, tag, &m) {
+                    Ok(()) if chosen.is_none() => chosen = Some(m),
+                    Ok(()) => {}
+                    Err(reason) => self.refuse(tag, &m, reason),
+                }
+            }
+            let slot = (key.function, key.method, key.tier);
+            let installed = self.tenants[&tag].code.installed.get(&slot).copied();
+            match chosen {
+                Some(m) => {
+                    if installed.is_some_and(|i| i.manifest == m.hash()) {
+                        continue;
+                    }
+                    wanted.insert(m.statement.blob_hash);
+                    self.install_or_fetch(now, tag, m);
+                }
+                None => {
+                    if let Some(i) = installed {
+                        self.uninstall(tag, key, i);
+                    }
+                }
+            }
+        }
+        let t = self.tenants.get_mut(&tag).expect("tenant present");
+        // Transfers for re-promotion are kept too.
+        let keep: BTreeSet<[u8; 32]> = t
+            .code
+            .manifests
+            .values()
+            .flat_map(|g| g.values().map(|m| m.statement.blob_hash))
+            .collect();
+        t.code.transfers.retain(|h, _| wanted.contains(h) || keep.contains(h));
+        let pinned: BTreeSet<[u8; 32]> = t.code.installed.values().map(|i| i.blob).collect();
+        t.code.blobs.set_pinned(&pinned);
+    }
+
+    fn install_or_fetch(&mut self, now: Timestamp, tag: TenantTag, m: Signed<Manifest>) {
+        let Some(class) = self
+            .config
+            .code
+            .hardware
+            .iter()
+            .find(|c| c.id() == m.statement.class)
+            .cloned()
+        else {
+            return;
+        };
+        let t = self.tenants.get_mut(&tag).expect("tenant present");
+        let s = &m.statement;
+        let Some(blob) = t.code.blobs.get(&s.blob_hash) else {
+            t.code
+                .transfers
+                .entry(s.blob_hash)
+                .or_insert_with(|| Transfer::new(s.blob_size, now));
+            return;
+        };
+        if blob.len() as u64 != s.blob_size {
+            self.refuse(tag, &m, Refusal::BlobSizeMismatch);
+            return;
+        }
+        let key = s.key;
+        let slot = (key.function, key.method, key.tier);
+        t.code.installed.insert(
+            slot,
+            Installed {
+                manifest: m.hash(),
+                class: s.class,
+                generation: s.generation,
+                blob: s.blob_hash,
+            },
+        );
+        // Code of this tier is current: lower tiers' profile counters stop being published.
+        let e = t.compiled.entry((key.function, key.method)).or_insert(key.tier);
+        *e = (*e).max(key.tier);
+        let tenant = t.tenant;
+        // Announce the new installed set soon, for schedulers and attesters.
+        t.code.next_presence = t.code.next_presence.min(now.plus_ms(self.config.code.tick_ms));
+        self.stats.installs += 1;
+        tracing::info!(generation = m.statement.generation, tier = key.tier.0, "code installed");
+        self.outputs.push_back(Output::Event(Event::Install(Box::new(Install {
+            tenant,
+            manifest: m,
+            class,
+            blob,
+        }))));
+    }
+
+    fn uninstall(&mut self, tag: TenantTag, key: CodeKey, was: Installed) {
+        let t = self.tenants.get_mut(&tag).expect("tenant present");
+        t.code.installed.remove(&(key.function, key.method, key.tier));
+        let top = t
+            .code
+            .installed
+            .keys()
+            .filter(|(f, m, _)| *f == key.function && *m == key.method)
+            .map(|(_, _, tier)| *tier)
+            .max();
+        match top {
+            Some(tier) => {
+                t.compiled.insert((key.function, key.method), tier);
+            }
+            None => {
+                t.compiled.remove(&(key.function, key.method));
+            }
+        }
+        let tenant = t.tenant;
+        self.stats.uninstalls += 1;
+        self.outputs.push_back(Output::Event(Event::Uninstall {
+            tenant,
+            key,
+            class: was.class,
+            generation: was.generation,
+        }));
+    }
+
+    /// Advances blob transfers: a request unanswered within the timeout moves to the next
+    /// peer (relays of the manifest first, then the tenant's peers in a seeded order).
+    pub(super) fn run_transfers(&mut self, now: Timestamp, tag: TenantTag) {
+        let cfg = self.config.code.clone();
+        let hashes: Vec<[u8; 32]> = self.tenants[&tag].code.transfers.keys().copied().collect();
+        for hash in hashes {
+            let t = &self.tenants[&tag];
+            let tr = &t.code.transfers[&hash];
+            if tr.failed_until.is_some_and(|u| u > now) || (tr.peer.is_some() && tr.deadline > now) {
+                continue;
+            }
+            let mut candidates: Vec<Peer> = t.code.sources.get(&hash).cloned().unwrap_or_default();
+            let mut others: Vec<Peer> = t.peers.iter().copied().filter(|p| !candidates.contains(p)).collect();
+            // A seeded shuffle, so that fetchers spread over holders.
+            for i in (1..others.len()).rev() {
+                let j = self.rng.below(i as u64 + 1) as usize;
+                others.swap(i, j);
+            }
+            candidates.extend(others);
+            let t = self.tenants.get_mut(&tag).expect("tenant present");
+            let tr = t.code.transfers.get_mut(&hash).expect("transfer present");
+            let next = candidates.into_iter().find(|p| !tr.tried.contains(p));
+            match next {
+                Some(p) if tr.tried.len() < cfg.fetch_attempts => {
+                    tr.tried.insert(p);
+                    tr.peer = Some(p);
+                    tr.failed_until = None;
+                    tr.deadline = now.plus_ms(cfg.fetch_timeout_ms);
+                    let chunk = tr.next_chunk;
+                    self.seal_body_to(tag, p, &Body::BlobWant { hash, chunk });
+                }
+                _ => {
+                    tr.peer = None;
+                    tr.tried.clear();
+                    tr.restart();
+                    tr.failed_until = Some(now.plus_ms(cfg.fetch_timeout_ms.saturating_mul(8)));
+                    self.refuse_blob(tag, &hash, Refusal::BlobUnavailable);
+                }
+            }
+        }
+    }
+
+    fn seal_body_to(&mut self, tag: TenantTag, peer: Peer, body: &Body<'_>) {
+        let bytes = self.tenants[&tag].sealer.seal(&body.encode());
+        self.push_send(peer, bytes);
+    }
+
+    /// Reports a refusal for every current manifest of a blob.
+    fn refuse_blob(&mut self, tag: TenantTag, hash: &[u8; 32], reason: Refusal) {
+        let ms: Vec<Signed<Manifest>> = self.tenants[&tag]
+            .code
+            .manifests
+            .values()
+            .filter_map(|g| g.last_key_value().map(|(_, m)| m))
+            .filter(|m| m.statement.blob_hash == *hash)
+            .cloned()
+            .collect();
+        for m in ms {
+            self.refuse(tag, &m, reason.clone());
+        }
+    }
+
+    /// A peer asks for a chunk of a blob.
+    pub(super) fn on_blob_want(&mut self, tag: TenantTag, from: Peer, hash: [u8; 32], chunk: u32) {
+        let chunk_bytes = self.config.code.blob_chunk_bytes;
+        let t = self.tenants.get_mut(&tag).expect("tenant present");
+        let Some(blob) = t.code.blobs.get(&hash) else {
+            self.seal_body_to(tag, from, &Body::BlobMissing { hash });
+            return;
+        };
+        let start = chunk as usize * chunk_bytes;
+        if start >= blob.len().max(1) {
+            return;
+        }
+        let end = (start + chunk_bytes).min(blob.len());
+        self.stats.blob_bytes_served += (end - start) as u64;
+        self.seal_body_to(
+            tag,
+            from,
+            &Body::BlobChunk {
+                hash,
+                chunk,
+                size: blob.len() as u64,
+                data: &blob[start..end],
+            },
+        );
+    }
+
+    /// A chunk of a blob being fetched from `from`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_blob_chunk(
+        &mut self,
+        now: Timestamp,
+        tag: TenantTag,
+        from: Peer,
+        hash: [u8; 32],
+        chunk: u32,
+        size: u64,
+        data: &[u8],
+    ) {
+        let cfg = self.config.code.clone();
+        let t = self.tenants.get_mut(&tag).expect("tenant present");
+        let Some(tr) = t.code.transfers.get_mut(&hash) else {
+            self.stats.sync_ignored += 1;
+            return;
+        };
+        if tr.peer != Some(from) {
+            self.stats.sync_ignored += 1;
+            return;
+        }
+        match tr.accept(&hash, chunk, size, data, cfg.blob_chunk_bytes) {
+            Ok(None) => {
+                tr.deadline = now.plus_ms(cfg.fetch_timeout_ms);
+                let next = tr.next_chunk;
+                self.seal_body_to(tag, from, &Body::BlobWant { hash, chunk: next });
+            }
+            Ok(Some(blob)) => {
+                t.code.transfers.remove(&hash);
+                self.stats.blobs_fetched += 1;
+                if t.code.blobs.insert(blob.into()).is_none() {
+                    tracing::warn!("blob store full of installed code; blob dropped");
+                }
+                t.code.next_tick = now;
+                self.run_installs(now, tag);
+            }
+            Err(e) => {
+                // Move on to the next peer at once; this one stays in the tried set.
+                tr.peer = None;
+                tr.restart();
+                let reason = match e {
+                    ChunkError::Hash => Refusal::BlobHashMismatch,
+                    ChunkError::Size | ChunkError::Framing => Refusal::BlobSizeMismatch,
+                };
+                self.refuse_blob(tag, &hash, reason);
+                self.run_transfers(now, tag);
+            }
+        }
+    }
+
+    /// A peer does not hold a blob asked for: ask the next one.
+    pub(super) fn on_blob_missing(&mut self, now: Timestamp, tag: TenantTag, from: Peer, hash: [u8; 32]) {
+        let t = self.tenants.get_mut(&tag).expect("tenant present");
+        if let Some(tr) = t.code.transfers.get_mut(&hash)
+            && tr.peer == Some(from)
+        {
+            tr.peer = None;
+            self.run_transfers(now, tag);
+        }
+    }
+
+    /// Records that installed code of `key` deoptimized because `assumption` broke (a
+    /// feedback counter, signed and published like any other). When deopts of one
+    /// assumption come from `retire_min_nodes` distinct nodes, the code is retired
+    /// everywhere and recompiled without it.
+    pub fn record_deopt(
+        &mut self,
+        tenant: &TenantId,
+        key: CodeKey,
+        assumption: &Assumption,
+    ) -> Result<(), EngineError> {
+        let t = self.tenant_mut(tenant)?;
+        let ck = CounterKey {
+            method: key.method,
+            tier: key.tier,
+            counter: Counter::AssumptionBroken { id: assumption.id() },
+        };
+        *t.base.entry((key.function, ck)).or_insert(0) += 1;
+        Ok(())
+    }
+
+    /// Records `count` runs of generation `generation` of `key`'s code, each taking about
+    /// `micros` (feedback: invocations and a power-of-two latency bucket per generation).
+    pub fn record_code_runs(
+        &mut self,
+        tenant: &TenantId,
+        key: CodeKey,
+        generation: u32,
+        micros: u64,
+        count: u64,
+    ) -> Result<(), EngineError> {
+        let t = self.tenant_mut(tenant)?;
+        let bucket = rules::latency_bucket(micros);
+        for counter in [
+            Counter::CodeInvocations { generation },
+            Counter::CodeLatency { generation, bucket },
+        ] {
+            let ck = CounterKey {
+                method: key.method,
+                tier: key.tier,
+                counter,
+            };
+            *t.base.entry((key.function, ck)).or_insert(0) += count;
+        }
+        Ok(())
+    }
+
+    /// Sets the host's check of assumptions for a tenant (default: every assumption holds).
+    pub fn set_assumption_check(
+        &mut self,
+        tenant: &TenantId,
+        check: Box<dyn AssumptionCheck>,
+    ) -> Result<(), EngineError> {
+        let t = self.tenant_mut(tenant)?;
+        t.code.checker = Checker(check);
+        // Installed code is re-checked at the next pass.
+        t.code.next_tick = Timestamp(0);
+        Ok(())
+    }
+
+    /// Sets the thresholds and contributor requirement of one function (default: the
+    /// engine's [`Config::thresholds`](super::Config::thresholds) and
+    /// [`CodeConfig::min_contributors`](crate::code::CodeConfig::min_contributors)).
+    pub fn set_function_policy(
+        &mut self,
+        tenant: &TenantId,
+        function: FunctionId,
+        policy: FunctionPolicy,
+    ) -> Result<(), EngineError> {
+        let t = self.tenant_mut(tenant)?;
+        t.code.policies.insert(function, policy);
+        Ok(())
+    }
+
+    /// Sets the load this node announces in its presence (thousandths of capacity).
+    pub fn set_load(&mut self, load: u16) {
+        self.load = load;
+    }
+
+    /// For a scheduler: the live members of a tenant and what code of `function` each has
+    /// installed (from their presence), best tier per method; members with nothing of it
+    /// installed are listed with an empty list. Ordered by node key.
+    pub fn hot_members(&self, now: Timestamp, tenant: &TenantId, function: &FunctionId) -> Vec<MemberCode> {
+        let ttl = self.config.code.presence_ttl_ms;
+        let Some(t) = self.tenant(tenant) else {
+            return Vec::new();
+        };
+        t.code
+            .members
+            .iter()
+            .filter(|(_, m)| now.millis_since(m.heard_at) <= ttl)
+            .map(|(node, m)| {
+                let p = &m.presence.statement;
+                let mut best: BTreeMap<MethodId, Tier> = BTreeMap::new();
+                for (fi, method, tier) in &p.installed {
+                    if p.functions.get(*fi as usize) == Some(function) {
+                        let e = best.entry(*method).or_insert(*tier);
+                        *e = (*e).max(*tier);
+                    }
+                }
+                MemberCode {
+                    node: *node,
+                    load: p.load,
+                    heard_at: m.heard_at,
+                    installed: best.into_iter().collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// Code installed here for a tenant: (function, method, tier) -> (class, generation).
+    pub fn installed(&self, tenant: &TenantId) -> BTreeMap<(FunctionId, MethodId, Tier), (ClassId, u32)> {
+        self.tenant(tenant)
+            .map(|t| {
+                t.code
+                    .installed
+                    .iter()
+                    .map(|(k, i)| (*k, (i.class, i.generation)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
