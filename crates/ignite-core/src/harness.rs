@@ -5,8 +5,10 @@
 //! Topology: every engine that joined a tenant receives every message published on that
 //! tenant's topic (a full mesh) after a random delay, unless lost or partitioned away.
 
+use crate::code::{Assumption, CompileRequest, CompiledCode};
 use crate::engine::{Engine, Event, Output};
 use crate::ids::{Peer, Timestamp, TopicId};
+use crate::profile::counter::Counter;
 use crate::rng::SplitMix64;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -62,6 +64,11 @@ pub struct Cluster {
     pub delivered_bytes: u64,
     /// Messages the engines sent (published or point to point), before loss.
     pub sent: u64,
+    /// When set, every compile request is answered by `compiler` after `compile_ms`
+    /// (unless the engine is down by then: a node that dies mid-compile never answers).
+    pub host: Option<SimHost>,
+    /// Every compile request emitted, with the engine's index and the time.
+    pub compiles: Vec<(usize, Timestamp, CompileRequest)>,
     /// Hash of every output of every engine, in order (see [`Cluster::trace_digest`]).
     trace: blake3::Hasher,
     now: Timestamp,
@@ -69,6 +76,67 @@ pub struct Cluster {
     next_id: u64,
     rng: SplitMix64,
     subs: BTreeMap<TopicId, BTreeSet<usize>>,
+    answers: BTreeMap<(Timestamp, u64), (usize, CompileRequest)>,
+}
+
+/// A simulated host compiler for [`Cluster`].
+#[derive(Clone, Copy, Debug)]
+pub struct SimHost {
+    /// Time a compile takes.
+    pub compile_ms: u64,
+    /// Produces the code for a request.
+    pub compiler: fn(&CompileRequest) -> CompiledCode,
+}
+
+impl SimHost {
+    /// A host that compiles in `compile_ms` with [`sim_compile`].
+    pub fn new(compile_ms: u64) -> SimHost {
+        SimHost {
+            compile_ms,
+            compiler: sim_compile,
+        }
+    }
+}
+
+/// A deterministic stand-in compiler: speculates a monomorphic call wherever the profile
+/// shows a call site with one receiver (unless excluded; exactly the required assumptions
+/// for attestation), and produces 100 KB of bytes derived from key, class and assumptions,
+/// so that the same inputs give the same code on every node.
+pub fn sim_compile(req: &CompileRequest) -> CompiledCode {
+    let assumptions: Vec<Assumption> = match &req.required {
+        Some(r) => r.clone(),
+        None => {
+            let mut out = Vec::new();
+            for (k, v) in &req.profile {
+                if let Counter::ReceiverTotal { site } = k.counter {
+                    let types: Vec<(u32, u64)> = req
+                        .profile
+                        .iter()
+                        .filter_map(|(k2, v2)| match k2.counter {
+                            Counter::Receiver { site: s2, type_id } if s2 == site && k2.tier == k.tier => {
+                                Some((type_id, *v2))
+                            }
+                            _ => None,
+                        })
+                        .collect();
+                    if let [(target, n)] = types[..]
+                        && n == *v
+                    {
+                        let a = Assumption::MonomorphicCall { site, target };
+                        if !req.excluded.contains(&a) && !out.contains(&a) {
+                            out.push(a);
+                        }
+                    }
+                }
+            }
+            out
+        }
+    };
+    let mut h = blake3::Hasher::new_derive_key("ignite sim compiler");
+    h.update(&postcard::to_allocvec(&(req.key, req.class.id(), &assumptions)).expect("encodes"));
+    let mut bytes = vec![0u8; 100_000];
+    h.finalize_xof().fill(&mut bytes);
+    CompiledCode { bytes, assumptions }
 }
 
 impl Cluster {
@@ -89,6 +157,9 @@ impl Cluster {
             next_id: 0,
             rng: SplitMix64::new(seed),
             subs: BTreeMap::new(),
+            host: None,
+            compiles: Vec::new(),
+            answers: BTreeMap::new(),
         };
         c.resubscribe();
         c
@@ -192,7 +263,17 @@ impl Cluster {
                         self.enqueue(i, to, None, bytes.into());
                     }
                 }
-                Output::Event(e) => self.events.push((i, e)),
+                Output::Event(e) => {
+                    if let Event::Compile(req) = &e {
+                        self.compiles.push((i, self.now, (**req).clone()));
+                        if let Some(host) = self.host {
+                            self.next_id += 1;
+                            self.answers
+                                .insert((self.now.plus_ms(host.compile_ms), self.next_id), (i, (**req).clone()));
+                        }
+                    }
+                    self.events.push((i, e))
+                }
             }
         }
     }
@@ -206,6 +287,24 @@ impl Cluster {
                 }
             }
             let next_msg = self.queue.keys().next().map(|(t, _)| *t);
+            let next_answer = self.answers.keys().next().map(|(t, _)| *t);
+            if let Some(at) = next_answer
+                && at <= until
+                && next_msg.is_none_or(|m| at <= m)
+                && (0..self.engines.len())
+                    .filter(|i| !self.down.contains(i))
+                    .filter_map(|i| self.engines[i].poll_timeout())
+                    .all(|t| at <= t.max(self.now))
+            {
+                let (_, (i, req)) = self.answers.pop_first().expect("answer queued");
+                self.now = self.now.max(at);
+                if !self.down.contains(&i) {
+                    let host = self.host.expect("answers need a host");
+                    let code = (host.compiler)(&req);
+                    let _ = self.engines[i].compiled(self.now, &req.tenant, req.id, code);
+                }
+                continue;
+            }
             let next_timer = (0..self.engines.len())
                 .filter(|i| !self.down.contains(i))
                 .filter_map(|i| self.engines[i].poll_timeout().map(|t| (t.max(self.now), i)))

@@ -137,6 +137,8 @@ pub(crate) struct Transfer {
     pub(crate) peer: Option<crate::ids::Peer>,
     pub(crate) tried: BTreeSet<crate::ids::Peer>,
     pub(crate) deadline: crate::ids::Timestamp,
+    /// Id of the request outstanding (echoed by the answer; makes every request unique).
+    pub(crate) request: u64,
     /// When every candidate failed: not retried before this time.
     pub(crate) failed_until: Option<crate::ids::Timestamp>,
 }
@@ -150,6 +152,7 @@ impl Transfer {
             peer: None,
             tried: BTreeSet::new(),
             deadline: now,
+            request: 0,
             failed_until: None,
         }
     }

@@ -211,7 +211,7 @@ pub struct CompiledCode {
 
 /// Code to install, handed to the host by [`Event::Install`](crate::Event::Install) after
 /// every check passed.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Install {
     /// The tenant.
     pub tenant: TenantId,
@@ -221,6 +221,17 @@ pub struct Install {
     pub class: HardwareClass,
     /// The code, whose blake3 hash and size match the manifest.
     pub blob: Arc<[u8]>,
+}
+
+impl std::fmt::Debug for Install {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Install")
+            .field("tenant", &self.tenant)
+            .field("manifest", &self.manifest)
+            .field("class", &self.class.level)
+            .field("blob_bytes", &self.blob.len())
+            .finish()
+    }
 }
 
 /// Why code was not installed (or was removed). Each refusal is an event and a metric.

@@ -218,7 +218,10 @@ impl Engine {
                     tr.failed_until = None;
                     tr.deadline = now.plus_ms(cfg.fetch_timeout_ms);
                     let chunk = tr.next_chunk;
-                    self.seal_body_to(tag, p, &Body::BlobWant { hash, chunk });
+                    let request = self.rng.next_u64();
+                    let t = self.tenants.get_mut(&tag).expect("tenant present");
+                    t.code.transfers.get_mut(&hash).expect("transfer present").request = request;
+                    self.seal_body_to(tag, p, &Body::BlobWant { request, hash, chunk });
                 }
                 _ => {
                     tr.peer = None;
@@ -252,11 +255,11 @@ impl Engine {
     }
 
     /// A peer asks for a chunk of a blob.
-    pub(super) fn on_blob_want(&mut self, tag: TenantTag, from: Peer, hash: [u8; 32], chunk: u32) {
+    pub(super) fn on_blob_want(&mut self, tag: TenantTag, from: Peer, request: u64, hash: [u8; 32], chunk: u32) {
         let chunk_bytes = self.config.code.blob_chunk_bytes;
         let t = self.tenants.get_mut(&tag).expect("tenant present");
         let Some(blob) = t.code.blobs.get(&hash) else {
-            self.seal_body_to(tag, from, &Body::BlobMissing { hash });
+            self.seal_body_to(tag, from, &Body::BlobMissing { request, hash });
             return;
         };
         let start = chunk as usize * chunk_bytes;
@@ -269,6 +272,7 @@ impl Engine {
             tag,
             from,
             &Body::BlobChunk {
+                request,
                 hash,
                 chunk,
                 size: blob.len() as u64,
@@ -284,6 +288,7 @@ impl Engine {
         now: Timestamp,
         tag: TenantTag,
         from: Peer,
+        request: u64,
         hash: [u8; 32],
         chunk: u32,
         size: u64,
@@ -295,7 +300,8 @@ impl Engine {
             self.stats.sync_ignored += 1;
             return;
         };
-        if tr.peer != Some(from) {
+        // Only the answer to the request outstanding with that peer.
+        if tr.peer != Some(from) || tr.request != request {
             self.stats.sync_ignored += 1;
             return;
         }
@@ -303,7 +309,18 @@ impl Engine {
             Ok(None) => {
                 tr.deadline = now.plus_ms(cfg.fetch_timeout_ms);
                 let next = tr.next_chunk;
-                self.seal_body_to(tag, from, &Body::BlobWant { hash, chunk: next });
+                let request = self.rng.next_u64();
+                let t = self.tenants.get_mut(&tag).expect("tenant present");
+                t.code.transfers.get_mut(&hash).expect("transfer present").request = request;
+                self.seal_body_to(
+                    tag,
+                    from,
+                    &Body::BlobWant {
+                        request,
+                        hash,
+                        chunk: next,
+                    },
+                );
             }
             Ok(Some(blob)) => {
                 t.code.transfers.remove(&hash);
@@ -329,10 +346,11 @@ impl Engine {
     }
 
     /// A peer does not hold a blob asked for: ask the next one.
-    pub(super) fn on_blob_missing(&mut self, now: Timestamp, tag: TenantTag, from: Peer, hash: [u8; 32]) {
+    pub(super) fn on_blob_missing(&mut self, now: Timestamp, tag: TenantTag, from: Peer, request: u64, hash: [u8; 32]) {
         let t = self.tenants.get_mut(&tag).expect("tenant present");
         if let Some(tr) = t.code.transfers.get_mut(&hash)
             && tr.peer == Some(from)
+            && tr.request == request
         {
             tr.peer = None;
             self.run_transfers(now, tag);

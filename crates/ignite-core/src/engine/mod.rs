@@ -737,14 +737,15 @@ impl Engine {
                 manifests,
                 attestations,
             } => self.on_code(now, tag, from, round, manifests, attestations),
-            Body::BlobWant { hash, chunk } => self.on_blob_want(tag, from, hash, chunk),
+            Body::BlobWant { request, hash, chunk } => self.on_blob_want(tag, from, request, hash, chunk),
             Body::BlobChunk {
+                request,
                 hash,
                 chunk,
                 size,
                 data,
-            } => self.on_blob_chunk(now, tag, from, hash, chunk, size, data),
-            Body::BlobMissing { hash } => self.on_blob_missing(now, tag, from, hash),
+            } => self.on_blob_chunk(now, tag, from, request, hash, chunk, size, data),
+            Body::BlobMissing { request, hash } => self.on_blob_missing(now, tag, from, request, hash),
         }
         Ok(Accepted::default())
     }

@@ -207,6 +207,8 @@ pub enum Body<'a> {
     },
     /// Point to point: asks for one chunk of a blob.
     BlobWant {
+        /// Request id, echoed by the answer (also makes every request's bytes unique).
+        request: u64,
         /// blake3 hash of the blob.
         hash: [u8; 32],
         /// Chunk index.
@@ -214,6 +216,8 @@ pub enum Body<'a> {
     },
     /// Point to point: one chunk of a blob.
     BlobChunk {
+        /// The request answered.
+        request: u64,
         /// blake3 hash of the blob.
         hash: [u8; 32],
         /// Chunk index.
@@ -226,6 +230,8 @@ pub enum Body<'a> {
     },
     /// Point to point: the sender does not hold the blob.
     BlobMissing {
+        /// The request answered.
+        request: u64,
         /// blake3 hash of the blob.
         hash: [u8; 32],
     },
