@@ -249,9 +249,10 @@ pub(crate) fn compile_profile(state: Option<&FunctionState>, key: &CodeKey) -> V
         .collect()
 }
 
-/// Whether a manifest is past its expiry.
-pub(crate) fn expired(m: &Manifest, now: Timestamp) -> bool {
-    now >= m.expires_at
+/// Whether a manifest is past its expiry, or older than this node's `manifest_ttl_ms`
+/// (so a compiler cannot publish code that never expires).
+pub(crate) fn expired(m: &Manifest, now: Timestamp, ttl_ms: u64) -> bool {
+    now >= m.expires_at || now >= m.created_at.plus_ms(ttl_ms)
 }
 
 /// `rules::rank` re-exported for the engine's election code.

@@ -117,7 +117,7 @@ impl Engine {
         if g >= cfg.limits.max_generations {
             return None;
         }
-        if expired(&cur.statement, now) {
+        if expired(&cur.statement, now, cfg.manifest_ttl_ms) {
             return Some((next(g), None));
         }
         if retired_by(&cur.statement, state, cfg.retire_min_nodes).is_some() {
@@ -410,7 +410,11 @@ impl Engine {
             let Some((_, m)) = gens.last_key_value() else { continue };
             let s = &m.statement;
             let h = m.hash();
-            if s.compiler == me || t.code.attested.contains(&h) || s.repromotes.is_some() || expired(s, now) {
+            if s.compiler == me
+                || t.code.attested.contains(&h)
+                || s.repromotes.is_some()
+                || expired(s, now, self.config.code.manifest_ttl_ms)
+            {
                 continue;
             }
             if t.code.agreeing_attestations(m) >= need {

@@ -24,7 +24,7 @@ impl Engine {
         if !cfg.hardware.iter().any(|c| c.id() == s.class) {
             return Err(Refusal::ClassNotRunnable);
         }
-        if expired(s, now) {
+        if expired(s, now, self.config.code.manifest_ttl_ms) {
             return Err(Refusal::Expired);
         }
         if t.revocations.contains(&s.compiler) || t.banned.contains(&s.compiler) {

@@ -169,7 +169,7 @@ impl Engine {
                 max: max_blob,
             });
         }
-        if expired(s, now) {
+        if expired(s, now, self.config.code.manifest_ttl_ms) {
             return Err(Refusal::Expired);
         }
         let slot = (s.key, s.class);
