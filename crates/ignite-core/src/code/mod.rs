@@ -88,8 +88,12 @@ pub struct CodeConfig {
     pub hardware: Vec<HardwareClass>,
     /// Interval between presence announcements.
     pub presence_interval_ms: u64,
-    /// A member not heard from for this long is no longer live.
+    /// A member not heard from for this long is no longer live (scaled with the interval
+    /// when the interval grows with the fleet, see `max_presences_per_s`).
     pub presence_ttl_ms: u64,
+    /// Target upper bound on presence messages a member receives per second: the interval
+    /// grows to `members * 1000 / max_presences_per_s` ms in large fleets.
+    pub max_presences_per_s: u32,
     /// A compile claim's lease; the next-ranked node takes over after it lapses. Also the
     /// delay between the turns of successive ranks when a better node never claims.
     pub lease_ms: u64,
@@ -134,6 +138,7 @@ impl Default for CodeConfig {
             hardware: Vec::new(),
             presence_interval_ms: 5_000,
             presence_ttl_ms: 16_000,
+            max_presences_per_s: 100,
             lease_ms: 30_000,
             tick_ms: 250,
             min_contributors: 1,

@@ -81,6 +81,9 @@ pub struct Presence {
     pub seq: u64,
     /// The node's time when it signed.
     pub issued_at: Timestamp,
+    /// How long receivers should consider the node live without a newer presence (the
+    /// sender's announcement interval times the TTL factor; receivers cap it).
+    pub valid_ms: u64,
     /// Hardware classes the node can run, best first.
     pub classes: Vec<ClassId>,
     /// Load, in thousandths of capacity (host-defined).

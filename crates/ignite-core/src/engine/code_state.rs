@@ -28,6 +28,8 @@ pub struct FunctionPolicy {
 pub(crate) struct Member {
     pub(crate) presence: Signed<Presence>,
     pub(crate) heard_at: Timestamp,
+    /// Live until then unless a newer presence arrives.
+    pub(crate) live_until: Timestamp,
 }
 
 /// A compile the host was asked for and has not answered.
@@ -110,25 +112,24 @@ impl CodeState {
     }
 
     /// Whether a member's presence is recent enough.
-    pub(crate) fn is_live(&self, node: &NodeKey, now: Timestamp, ttl_ms: u64) -> bool {
-        self.members
-            .get(node)
-            .is_some_and(|m| now.millis_since(m.heard_at) <= ttl_ms)
+    pub(crate) fn is_live(&self, node: &NodeKey, now: Timestamp) -> bool {
+        self.members.get(node).is_some_and(|m| now <= m.live_until)
+    }
+
+    /// Live members.
+    pub(crate) fn live(&self, now: Timestamp) -> impl Iterator<Item = (&NodeKey, &Member)> {
+        self.members.iter().filter(move |(_, m)| now <= m.live_until)
     }
 
     /// Live members allowed to compile, per class they can run.
     pub(crate) fn eligible(
         &self,
         now: Timestamp,
-        ttl_ms: u64,
         excluded: &dyn Fn(&NodeKey) -> bool,
     ) -> BTreeMap<ClassId, Vec<NodeKey>> {
         let mut out: BTreeMap<ClassId, Vec<NodeKey>> = BTreeMap::new();
-        for (node, m) in &self.members {
-            if now.millis_since(m.heard_at) > ttl_ms
-                || excluded(node)
-                || !m.presence.cert.cert.roles.contains(Roles::COMPILE)
-            {
+        for (node, m) in self.live(now) {
+            if excluded(node) || !m.presence.cert.cert.roles.contains(Roles::COMPILE) {
                 continue;
             }
             for c in &m.presence.statement.classes {
@@ -143,14 +144,10 @@ impl CodeState {
     pub(crate) fn needed_classes(
         &self,
         now: Timestamp,
-        ttl_ms: u64,
         eligible: &BTreeMap<ClassId, Vec<NodeKey>>,
     ) -> BTreeSet<ClassId> {
         let mut out = BTreeSet::new();
-        for m in self.members.values() {
-            if now.millis_since(m.heard_at) > ttl_ms {
-                continue;
-            }
+        for (_, m) in self.live(now) {
             if let Some(c) = m
                 .presence
                 .statement

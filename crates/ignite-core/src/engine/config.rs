@@ -157,7 +157,7 @@ impl Config {
         if c.presence_interval_ms == 0 || c.presence_ttl_ms <= c.presence_interval_ms {
             return bad("code.presence_ttl_ms", "must exceed a positive presence_interval_ms");
         }
-        if c.lease_ms == 0 || c.tick_ms == 0 || c.fetch_timeout_ms == 0 {
+        if c.max_presences_per_s == 0 || c.lease_ms == 0 || c.tick_ms == 0 || c.fetch_timeout_ms == 0 {
             return bad("code.lease_ms/tick_ms/fetch_timeout_ms", "must be positive");
         }
         if c.min_contributors == 0 || c.retire_min_nodes == 0 || c.fetch_attempts == 0 {

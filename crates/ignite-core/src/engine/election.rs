@@ -146,11 +146,9 @@ impl Engine {
         let eligible = {
             let t = &self.tenants[&tag];
             let excluded = |n: &NodeKey| t.banned.contains(n) || t.revocations.contains(n);
-            t.code.eligible(now, cfg.presence_ttl_ms, &excluded)
+            t.code.eligible(now, &excluded)
         };
-        let needed = self.tenants[&tag]
-            .code
-            .needed_classes(now, cfg.presence_ttl_ms, &eligible);
+        let needed = self.tenants[&tag].code.needed_classes(now, &eligible);
         let mut open: BTreeSet<Election> = BTreeSet::new();
         let mut plans: Vec<Plan> = Vec::new();
         for key in self.hot_keys(tag) {
@@ -170,10 +168,7 @@ impl Engine {
                 }
                 // A live claim by anyone else: wait for its manifest or for its lease to lapse.
                 let claimed = t.code.claims.iter().any(|((e, n), c)| {
-                    *e == election
-                        && *n != me
-                        && c.statement.lease_until > now
-                        && t.code.is_live(n, now, cfg.presence_ttl_ms)
+                    *e == election && *n != me && c.statement.lease_until > now && t.code.is_live(n, now)
                 });
                 if claimed {
                     continue;
@@ -204,7 +199,6 @@ impl Engine {
     /// Cancels pending publish compiles whose election closed (a manifest arrived) or that a
     /// better-ranked live claimant also claimed.
     fn cancel_superseded(&mut self, now: Timestamp, tag: TenantTag, open: &BTreeSet<Election>) {
-        let ttl = self.config.code.presence_ttl_ms;
         let t = self.tenants.get_mut(&tag).expect("tenant present");
         let me = t.node;
         let tenant = t.tenant;
@@ -220,7 +214,7 @@ impl Engine {
                         *e == p.election
                             && *n != me
                             && c.statement.lease_until > now
-                            && t.code.is_live(n, now, ttl)
+                            && t.code.is_live(n, now)
                             && rules::score(&tenant, e, n) > my_score(e)
                     })
             })
@@ -404,7 +398,7 @@ impl Engine {
         let me = t.node;
         let tenant = t.tenant;
         let excluded = |n: &NodeKey| t.banned.contains(n) || t.revocations.contains(n);
-        let eligible = t.code.eligible(now, cfg.presence_ttl_ms, &excluded);
+        let eligible = t.code.eligible(now, &excluded);
         let mut todo = Vec::new();
         for gens in t.code.manifests.values() {
             let Some((_, m)) = gens.last_key_value() else { continue };

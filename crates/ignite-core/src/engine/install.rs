@@ -439,14 +439,11 @@ impl Engine {
     /// installed (from their presence), best tier per method; members with nothing of it
     /// installed are listed with an empty list. Ordered by node key.
     pub fn hot_members(&self, now: Timestamp, tenant: &TenantId, function: &FunctionId) -> Vec<MemberCode> {
-        let ttl = self.config.code.presence_ttl_ms;
         let Some(t) = self.tenant(tenant) else {
             return Vec::new();
         };
         t.code
-            .members
-            .iter()
-            .filter(|(_, m)| now.millis_since(m.heard_at) <= ttl)
+            .live(now)
             .map(|(node, m)| {
                 let p = &m.presence.statement;
                 let mut best: BTreeMap<MethodId, Tier> = BTreeMap::new();

@@ -74,6 +74,12 @@ impl Engine {
     pub(super) fn on_presence(&mut self, now: Timestamp, tag: TenantTag, p: Signed<Presence>) -> Result<(), Refusal> {
         self.check_statement(tag, &p, now, Roles(0))?;
         let max_members = self.config.code.max_members;
+        // A sender may announce a longer validity in a large fleet; capped so that a dead
+        // node leaves the ranking within 64 TTLs whatever it claimed.
+        let valid_ms = p
+            .statement
+            .valid_ms
+            .min(self.config.code.presence_ttl_ms.saturating_mul(64));
         let t = self.tenants.get_mut(&tag).expect("tenant present");
         let node = p.statement.node;
         match t.code.members.get(&node) {
@@ -86,6 +92,7 @@ impl Engine {
             Member {
                 presence: p,
                 heard_at: now,
+                live_until: now.plus_ms(valid_ms),
             },
         );
         Ok(())
@@ -368,8 +375,15 @@ impl Engine {
             .map(|c| c.id())
             .collect();
         let load = self.load;
-        let interval = self.config.code.presence_interval_ms;
+        let cfg = &self.config.code;
         let t = self.tenants.get_mut(&tag).expect("tenant present");
+        // Adaptive interval: members receive at most about `max_presences_per_s` presences
+        // per second whatever the fleet size; the validity scales with it.
+        let members = t.code.live(now).count().max(1) as u64;
+        let interval = cfg
+            .presence_interval_ms
+            .max(members * 1000 / u64::from(cfg.max_presences_per_s.max(1)));
+        let valid_ms = interval.saturating_mul(cfg.presence_ttl_ms) / cfg.presence_interval_ms;
         let mut digest = blake3::Hasher::new_derive_key("ignite v1 installed digest");
         let mut functions = Vec::new();
         let mut installed = Vec::new();
@@ -400,6 +414,7 @@ impl Engine {
             node: t.node,
             seq: t.code.presence_seq,
             issued_at: now,
+            valid_ms,
             classes,
             load,
             installed_digest: *digest.finalize().as_bytes(),
@@ -413,6 +428,7 @@ impl Engine {
             Member {
                 presence: signed.clone(),
                 heard_at: now,
+                live_until: now.plus_ms(valid_ms),
             },
         );
         t.code.next_presence = now.plus_ms(interval);
