@@ -1,9 +1,11 @@
 //! Three engines of one tenant record invocations of the same function, exchange real
-//! signed and sealed deltas over an in-memory network, and converge on one merged profile.
+//! signed and sealed deltas over an in-memory network, converge on one merged profile, elect
+//! one node to compile each hot method, and install the signed code everywhere.
 //!
 //! Run: `cargo run --release --example quickstart`
 
-use ignite::harness::Cluster;
+use ignite::code::{CodeConfig, HardwareClass};
+use ignite::harness::{Cluster, SimHost};
 use ignite::{
     Config, Counter, Engine, FunctionId, Incarnation, MethodId, MethodShape, Roles, TenantCredentials, TenantRoot,
     TenantSecrets, Tier, Timestamp,
@@ -17,6 +19,9 @@ fn main() -> anyhow::Result<()> {
     let secrets = TenantSecrets::from_seed(&[9; 32]);
     let function = FunctionId::from_deployment("thumbnail", b"deployment v1 bytes");
 
+    // Every node runs code compiled for x86-64-v2 by runtime "sim" 1.0 (a simulated compiler
+    // stands in for the host's JIT here).
+    let class = HardwareClass::new("x86_64", "x86-64-v2", "sim", "1.0", [0; 32])?;
     let mut engines = Vec::new();
     let mut recorders = Vec::new();
     for n in 0..3u8 {
@@ -31,6 +36,10 @@ fn main() -> anyhow::Result<()> {
         );
         let config = Config {
             seed: u64::from(n),
+            code: CodeConfig {
+                hardware: vec![class.clone()],
+                ..CodeConfig::default()
+            },
             ..Config::default()
         };
         let mut engine = Engine::new(config, Incarnation(1))?;
@@ -42,6 +51,7 @@ fn main() -> anyhow::Result<()> {
         recorders.push(recorder);
     }
     let mut cluster = Cluster::new(42, start, engines);
+    cluster.host = Some(SimHost::new(50));
 
     // Each node runs a different share of the traffic: node n invokes method m (n+1)*(m+1)*40 times.
     for (n, rec) in recorders.iter().enumerate() {
@@ -63,9 +73,9 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    cluster.run_until(start.plus_ms(5_000));
+    cluster.run_until(start.plus_ms(10_000));
 
-    println!("merged profile of {function:?} after 5 s (virtual):");
+    println!("merged profile of {function:?} after 10 s (virtual):");
     println!(
         "{:>6} {:>8} {:>11} {:>10} {:>10} {:>8}",
         "method", "engine", "invocations", "backedges", "taken", "type 1"
@@ -103,13 +113,35 @@ fn main() -> anyhow::Result<()> {
                 "engine {i}: method {} reached the tier-{} threshold ({invocations} invocations fleet-wide, from {contributors} node(s))",
                 method.method.0, tier.0
             ),
+            ignite::Event::Compile(req) => println!(
+                "engine {i}: elected to compile method {} for tier {} ({})",
+                req.key.method.0, req.key.tier.0, req.class.level
+            ),
+            ignite::Event::Install(ins) => println!(
+                "engine {i}: installed method {} tier {} generation {} ({} bytes, assumptions {:?})",
+                ins.manifest.statement.key.method.0,
+                ins.manifest.statement.key.tier.0,
+                ins.manifest.statement.generation,
+                ins.blob.len(),
+                ins.manifest.statement.assumptions
+            ),
             other => println!("engine {i}: {other:?}"),
         }
     }
+    let installed: Vec<usize> = cluster
+        .engines
+        .iter()
+        .map(|e| e.installed(&tenant).len())
+        .collect();
+    println!("code installed per engine: {installed:?}");
     println!(
         "network: {} messages delivered, {} bytes (sealed and signed)",
         cluster.delivered, cluster.delivered_bytes
     );
     anyhow::ensure!(same, "engines did not converge");
+    anyhow::ensure!(
+        installed.iter().all(|n| *n == installed[0] && *n > 0),
+        "code did not reach every engine"
+    );
     Ok(())
 }
