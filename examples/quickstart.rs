@@ -128,11 +128,7 @@ fn main() -> anyhow::Result<()> {
             other => println!("engine {i}: {other:?}"),
         }
     }
-    let installed: Vec<usize> = cluster
-        .engines
-        .iter()
-        .map(|e| e.installed(&tenant).len())
-        .collect();
+    let installed: Vec<usize> = cluster.engines.iter().map(|e| e.installed(&tenant).len()).collect();
     println!("code installed per engine: {installed:?}");
     println!(
         "network: {} messages delivered, {} bytes (sealed and signed)",
