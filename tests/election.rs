@@ -273,9 +273,6 @@ fn claimant_dying_mid_compile_is_replaced_once_by_the_next_ranked_node_and_one_v
 }
 
 #[test]
-#[ignore = "suspected engine bug: a claim whose lease is still valid is taken over as soon as the \
-            claimant's presence expires (presence_ttl_ms 3.5 s < lease_ms 5 s), see \
-            engine/election.rs:149,170-171"]
 fn takeover_after_a_dead_claimant_waits_for_its_lease_to_lapse() {
     let (mut f, _dead, claimed_at) = kill_first_claimant(31);
     let (v2, _, _) = classes();

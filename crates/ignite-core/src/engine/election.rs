@@ -45,8 +45,12 @@ impl Engine {
     }
 
     fn prune_claims(&mut self, now: Timestamp, tag: TenantTag) {
+        let keep_ms = self.config.code.lease_ms.saturating_mul(16);
         let t = self.tenants.get_mut(&tag).expect("tenant present");
-        t.code.claims.retain(|_, c| c.statement.lease_until > now);
+        // Lapsed claims are kept a while: the next ranks' turns count from their lapse.
+        t.code
+            .claims
+            .retain(|_, c| c.statement.lease_until.plus_ms(keep_ms) > now);
         t.code.failed.retain(|_, until| *until > now);
     }
 
@@ -166,14 +170,27 @@ impl Engine {
                 if t.code.pending.values().any(|p| p.election == election) || t.code.failed.contains_key(&election) {
                     continue;
                 }
-                // A live claim by anyone else: wait for its manifest or for its lease to lapse.
-                let claimed = t.code.claims.iter().any(|((e, n), c)| {
-                    *e == election && *n != me && c.statement.lease_until > now && t.code.is_live(n, now)
-                });
+                // Another node's claim holds until its lease lapses (even if its presence
+                // expired: a claimant whose announcements are lost keeps its claim), and the
+                // turns of the ranks below count from the latest lapse, so that exactly one
+                // node (the best-ranked live one) claims next.
+                let mut claimed = false;
+                let mut base = seen;
+                for ((e, n), c) in t
+                    .code
+                    .claims
+                    .range((election, NodeKey([0; 32]))..=(election, NodeKey([255; 32])))
+                {
+                    debug_assert_eq!(*e, election);
+                    if *n != me {
+                        claimed |= c.statement.lease_until > now;
+                        base = base.max(c.statement.lease_until);
+                    }
+                }
                 if claimed {
                     continue;
                 }
-                if pos == 0 || now >= seen.plus_ms(cfg.lease_ms.saturating_mul(pos as u64)) {
+                if pos == 0 || now >= base.plus_ms(cfg.lease_ms.saturating_mul(pos as u64)) {
                     plans.push(Plan::Compile { election, repromote });
                 }
             }
@@ -214,7 +231,6 @@ impl Engine {
                         *e == p.election
                             && *n != me
                             && c.statement.lease_until > now
-                            && t.code.is_live(n, now)
                             && rules::score(&tenant, e, n) > my_score(e)
                     })
             })
