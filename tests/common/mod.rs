@@ -2,6 +2,7 @@
 //! (possibly malicious) messages made of real signed and sealed bytes.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod artifacts;
 pub mod code;
 pub mod props;
 pub mod rx;
