@@ -111,11 +111,6 @@ impl CodeState {
         }
     }
 
-    /// Whether a member's presence is recent enough.
-    pub(crate) fn is_live(&self, node: &NodeKey, now: Timestamp) -> bool {
-        self.members.get(node).is_some_and(|m| now <= m.live_until)
-    }
-
     /// Live members.
     pub(crate) fn live(&self, now: Timestamp) -> impl Iterator<Item = (&NodeKey, &Member)> {
         self.members.iter().filter(move |(_, m)| now <= m.live_until)
