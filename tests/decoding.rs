@@ -403,7 +403,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(64))]
+    #![proptest_config(config(1024))]
 
     /// `Engine::restore` never panics: random bytes, random payloads behind the right magic
     /// and checksum, and mutated real snapshots (which the checksum must catch).

@@ -136,6 +136,9 @@ impl Engine {
                 revocations.insert(r);
             }
             state.functions = ts.functions;
+            for f in state.functions.values_mut() {
+                f.check_restored().map_err(SnapshotError::Invalid)?;
+            }
             state.certs = ts.certs;
             state.revocations = revocations;
             state.banned = ts.banned;

@@ -475,6 +475,49 @@ impl Lane {
         }
     }
 
+    /// Checks a lane read from a snapshot against the invariants the code relies on, and
+    /// recomputes what is derived from its values (`refs`, `vhash`). `key_of` maps a key id
+    /// to its key (`None`: no such id). Returns the lane's values by key id.
+    pub(crate) fn check_restored(
+        &mut self,
+        key_of: impl Fn(u32) -> Option<CounterKey>,
+    ) -> Result<Vec<(CounterKey, u64)>, String> {
+        if self.max_seq == u32::MAX || self.have > self.max_seq {
+            return Err(format!(
+                "lane seqs out of range (have {}, max {})",
+                self.have, self.max_seq
+            ));
+        }
+        if !self.values.windows(2).all(|w| w[0].id < w[1].id) {
+            return Err("lane values not sorted by key id".into());
+        }
+        if !self.stored.windows(2).all(|w| w[0].delta.seq < w[1].delta.seq) {
+            return Err("lane stored deltas not sorted by seq".into());
+        }
+        if let Some(r) = &self.rare
+            && r.above.iter().any(|s| *s <= self.have || *s > self.max_seq)
+        {
+            return Err("lane out-of-order seqs out of range".into());
+        }
+        for h in &mut self.stored {
+            h.refs = 0;
+        }
+        let mut out = Vec::with_capacity(self.values.len());
+        let mut vhash = 0;
+        for c in &self.values {
+            let key = key_of(c.id).ok_or_else(|| format!("lane refers to unknown key id {}", c.id))?;
+            let v = self.cell_value(c);
+            vhash ^= mix(&key, v);
+            if let Ok(i) = self.stored.binary_search_by(|h| h.delta.seq.cmp(&c.seq)) {
+                self.stored[i].refs += 1;
+            }
+            out.push((key, v));
+        }
+        self.vhash = vhash;
+        self.drop_unreferenced();
+        Ok(out)
+    }
+
     /// Approximate heap bytes held.
     pub(crate) fn heap_bytes(&self) -> usize {
         self.values.capacity() * std::mem::size_of::<Cell>()

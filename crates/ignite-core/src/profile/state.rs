@@ -250,6 +250,40 @@ impl FunctionState {
         }
     }
 
+    /// Checks a function state read from a snapshot: the node and key tables, every lane,
+    /// and the sums, which are recomputed from the lanes. A snapshot whose checksum is valid
+    /// but whose contents are inconsistent is refused here rather than trusted.
+    pub(crate) fn check_restored(&mut self) -> Result<(), String> {
+        self.node_ids.clear();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let i = u32::try_from(i).map_err(|_| "node table too large".to_string())?;
+            if self.node_ids.insert(*n, i).is_some() {
+                return Err("node listed twice".into());
+            }
+        }
+        self.ids.clear();
+        for (i, k) in self.keys.iter().enumerate() {
+            let i = u32::try_from(i).map_err(|_| "key table too large".to_string())?;
+            if self.ids.insert(*k, i).is_some() {
+                return Err("counter key listed twice".into());
+            }
+        }
+        let mut sums: BTreeMap<CounterKey, u64> = BTreeMap::new();
+        let keys = &self.keys;
+        for ((n, _, _), lane) in &mut self.lanes {
+            if *n as usize >= self.nodes.len() {
+                return Err(format!("lane refers to unknown node index {n}"));
+            }
+            for (key, v) in lane.check_restored(|id| keys.get(id as usize).copied())? {
+                let s = sums.entry(key).or_insert(0);
+                *s = s.checked_add(v).ok_or("counter sum overflows")?;
+            }
+        }
+        sums.retain(|_, v| *v > 0);
+        self.sums = sums;
+        Ok(())
+    }
+
     /// Approximate heap bytes held.
     pub fn heap_bytes(&self) -> usize {
         let lane_overhead = std::mem::size_of::<((u32, Incarnation, GroupId), Lane)>() + 16;
