@@ -14,6 +14,7 @@ use crate::profile::counter::{Counter, CounterKey};
 use crate::tenancy::TenantId;
 use crate::wire::Body;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 impl Engine {
     /// Checks everything about a current manifest except its blob.
@@ -59,6 +60,13 @@ impl Engine {
     /// best class this node runs that passes every check, fetching blobs as needed, and
     /// removes installed code that no longer passes.
     pub(super) fn run_installs(&mut self, now: Timestamp, tag: TenantTag) {
+        self.run_installs_with(now, tag, None);
+    }
+
+    /// [`Self::run_installs`] with a blob just fetched that the store may not have had room
+    /// for: it is installed from these bytes, and stored once the code it replaces is
+    /// unpinned.
+    fn run_installs_with(&mut self, now: Timestamp, tag: TenantTag, fresh: Option<(&[u8; 32], &Arc<[u8]>)>) {
         let prefs: Vec<ClassId> = self.config.code.hardware.iter().map(|c| c.id()).collect();
         let t = &self.tenants[&tag];
         // Current manifests grouped by key.
@@ -88,7 +96,7 @@ impl Engine {
                         continue;
                     }
                     wanted.insert(m.statement.blob_hash);
-                    self.install_or_fetch(now, tag, m);
+                    self.install_or_fetch(now, tag, m, fresh);
                 }
                 None => {
                     if let Some(i) = installed {
@@ -108,9 +116,31 @@ impl Engine {
         t.code.transfers.retain(|h, _| wanted.contains(h) || keep.contains(h));
         let pinned: BTreeSet<[u8; 32]> = t.code.installed.values().map(|i| i.blob).collect();
         t.code.blobs.set_pinned(&pinned);
+        if let Some((hash, bytes)) = fresh
+            && !t.code.blobs.contains(hash)
+        {
+            if t.code.blobs.insert(bytes.clone()).is_some() {
+                t.code.blobs.set_pinned(&pinned);
+            } else {
+                // Neither installed nor storable (the store is full of installed code): do
+                // not fetch it again before the recompile backoff.
+                tracing::warn!("blob store full of installed code; fetched blob not kept");
+                let mut tr = Transfer::new(bytes.len() as u64, now);
+                tr.failed_until = Some(now.plus_ms(self.config.code.recompile_backoff_ms));
+                if keep.contains(hash) {
+                    t.code.transfers.insert(*hash, tr);
+                }
+            }
+        }
     }
 
-    fn install_or_fetch(&mut self, now: Timestamp, tag: TenantTag, m: Signed<Manifest>) {
+    fn install_or_fetch(
+        &mut self,
+        now: Timestamp,
+        tag: TenantTag,
+        m: Signed<Manifest>,
+        fresh: Option<(&[u8; 32], &Arc<[u8]>)>,
+    ) {
         let Some(class) = self
             .config
             .code
@@ -123,7 +153,8 @@ impl Engine {
         };
         let t = self.tenants.get_mut(&tag).expect("tenant present");
         let s = &m.statement;
-        let Some(blob) = t.code.blobs.get(&s.blob_hash) else {
+        let held = t.code.blobs.get(&s.blob_hash);
+        let Some(blob) = held.or_else(|| fresh.filter(|(h, _)| **h == s.blob_hash).map(|(_, b)| b.clone())) else {
             t.code
                 .transfers
                 .entry(s.blob_hash)
@@ -325,11 +356,12 @@ impl Engine {
             Ok(Some(blob)) => {
                 t.code.transfers.remove(&hash);
                 self.stats.blobs_fetched += 1;
-                if t.code.blobs.insert(blob.into()).is_none() {
-                    tracing::warn!("blob store full of installed code; blob dropped");
-                }
+                let blob: Arc<[u8]> = blob.into();
+                // When the store has no room beside installed code, the bytes are handed to
+                // the install step directly (it unpins the code they replace).
+                let _ = t.code.blobs.insert(blob.clone());
                 t.code.next_tick = now;
-                self.run_installs(now, tag);
+                self.run_installs_with(now, tag, Some((&hash, &blob)));
             }
             Err(e) => {
                 // Move on to the next peer at once; this one stays in the tried set.

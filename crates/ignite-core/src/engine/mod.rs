@@ -517,6 +517,15 @@ impl Engine {
                     batch_of.push(*i);
                 }
                 other => {
+                    // Blob transfer messages answer one request of one peer (the request id
+                    // makes each unique): never remembered, so an answer ignored from the
+                    // wrong peer does not shadow the same bytes from the right one.
+                    if matches!(
+                        other,
+                        Body::BlobWant { .. } | Body::BlobChunk { .. } | Body::BlobMissing { .. }
+                    ) {
+                        hashes[*i] = None;
+                    }
                     let applied = self.ingest_batches(now, &batches);
                     for (j, r) in batch_of.drain(..).zip(applied) {
                         results[j] = Some(r);
