@@ -620,7 +620,7 @@ fn corpus() -> &'static CodeCorpus {
                 seq: 5,
                 issued_at: NOW,
                 valid_ms: 16_000,
-                classes: vec![rx.class.id()],
+                classes: vec![(rx.class.id(), rx.class.tiers)],
                 load: 300,
                 installed_digest: [9; 32],
                 functions: vec![function("hot")],

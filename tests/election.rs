@@ -7,8 +7,8 @@ mod common;
 use common::code::{Fleet, NodeSpec, classes};
 use ignite::code::{Election, Purpose, rules};
 use ignite::{
-    ClassId, CodeKey, CompileRequest, Config, Event, FunctionPolicy, MethodId, NodeKey, Refusal, Roles, Thresholds,
-    Tier, Timestamp,
+    ClassId, CodeKey, CompileRequest, CompileUnit, Config, Event, FunctionPolicy, MethodId, NodeKey, Refusal, Roles,
+    Thresholds, Tier, Timestamp,
 };
 use std::collections::BTreeMap;
 
@@ -453,6 +453,7 @@ fn function_policy_sets_threshold_and_contributors_per_function() {
             tier2: 5_000,
         },
         min_contributors: 2,
+        unit: CompileUnit::Method,
     };
     for e in &mut f.cluster.engines {
         e.set_function_policy(&f.tenant, f.function, policy).unwrap();

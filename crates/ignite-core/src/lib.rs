@@ -36,7 +36,7 @@ pub use code::{
     Install, Manifest, Refusal,
 };
 pub use engine::{
-    Accepted, Config, DropReason, Engine, EngineError, Event, FunctionPolicy, Incoming, Output, Rejection,
+    Accepted, CompileUnit, Config, DropReason, Engine, EngineError, Event, FunctionPolicy, Incoming, Output, Rejection,
     SnapshotError, Stats, Thresholds,
 };
 pub use ids::{

@@ -5,6 +5,7 @@
 //! a runtime and its version, and the runtime's compatibility hash for that explicit
 //! configuration (for wasmtime, `Engine::precompile_compatibility_hash`).
 
+use crate::ids::Tier;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -125,7 +126,14 @@ pub struct HardwareClass {
     pub runtime_version: String,
     /// The runtime's compatibility hash for this explicit configuration.
     pub compat: [u8; 32],
+    /// Tiers this configuration compiles code for, a bit per tier (bit `t` for tier `t`):
+    /// e.g. a portable interpreter bytecode class for tier 0 only, an optimizing compiler's
+    /// class for tier 2. [`ALL_TIERS`] unless set with [`HardwareClass::for_tiers`].
+    pub tiers: u8,
 }
+
+/// Every tier, as a [`HardwareClass::tiers`] mask.
+pub const ALL_TIERS: u8 = (1 << (Tier::MAX.0 + 1)) - 1;
 
 /// Why a class description was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -193,9 +201,27 @@ impl HardwareClass {
             runtime: runtime.into(),
             runtime_version: runtime_version.into(),
             compat,
+            tiers: ALL_TIERS,
         };
         class.validate()?;
         Ok(class)
+    }
+
+    /// The same class restricted to `tiers` (its id changes accordingly).
+    pub fn for_tiers(mut self, tiers: &[Tier]) -> Result<Self, ClassError> {
+        self.tiers = tiers
+            .iter()
+            .fold(0, |m, t| m | 1u8.checked_shl(u32::from(t.0)).unwrap_or(0));
+        if tiers.iter().any(|t| *t > Tier::MAX) {
+            return Err(ClassError::BadField("tiers"));
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Whether this class compiles code for `tier`.
+    pub fn serves(&self, tier: Tier) -> bool {
+        tier <= Tier::MAX && self.tiers & (1 << tier.0) != 0
     }
 
     /// Checks every bound (used on classes received from the network too).
@@ -215,6 +241,9 @@ impl HardwareClass {
         }
         if self.features.len() > 64 || self.features.iter().any(|f| !ok(f)) {
             return Err(ClassError::BadField("features"));
+        }
+        if self.tiers == 0 || self.tiers & !ALL_TIERS != 0 {
+            return Err(ClassError::BadField("tiers"));
         }
         Ok(())
     }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 pub use assumption::{AllHold, Assumption, AssumptionCheck};
 pub use blobs::BlobStore;
-pub use class::{ClassId, HardwareClass, HostCpu};
+pub use class::{ALL_TIERS, ClassId, HardwareClass, HostCpu};
 pub use statement::{Attestation, Claim, Manifest, Presence, Signed, Statement};
 
 /// What one artifact is code for: a method of a deployment at a tier.
@@ -243,8 +243,9 @@ impl std::fmt::Debug for Install {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Refusal {
-    /// This node cannot run the manifest's class.
-    #[error("hardware class not runnable here")]
+    /// This node cannot run the manifest's class, or the class does not serve the
+    /// manifest's tier.
+    #[error("hardware class not runnable here (or not for this tier)")]
     ClassNotRunnable,
     /// An assumption does not hold here.
     #[error("assumption {assumption:?} does not hold here: {reason}")]

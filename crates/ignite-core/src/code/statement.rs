@@ -84,8 +84,9 @@ pub struct Presence {
     /// How long receivers should consider the node live without a newer presence (the
     /// sender's announcement interval times the TTL factor; receivers cap it).
     pub valid_ms: u64,
-    /// Hardware classes the node can run, best first.
-    pub classes: Vec<ClassId>,
+    /// Hardware classes the node can run, best first, each with the tiers it serves (a
+    /// [`HardwareClass::tiers`](super::HardwareClass::tiers) mask).
+    pub classes: Vec<(ClassId, u8)>,
     /// Load, in thousandths of capacity (host-defined).
     pub load: u16,
     /// Hash of the node's whole installed set (the list below may be truncated).
@@ -109,6 +110,9 @@ impl Statement for Presence {
     fn check_bounds(&self, l: &CodeLimits) -> Result<(), &'static str> {
         if self.classes.len() > l.max_classes {
             return Err("classes");
+        }
+        if self.classes.iter().any(|(_, t)| *t == 0 || t & !super::ALL_TIERS != 0) {
+            return Err("class tiers");
         }
         if self.functions.len() > l.max_presence_functions {
             return Err("functions");

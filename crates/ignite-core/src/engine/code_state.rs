@@ -14,13 +14,27 @@ use crate::profile::counter::{Counter, CounterKey};
 use crate::tenancy::Roles;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Thresholds and contributor requirement of one function.
+/// Thresholds, contributor requirement and compilation unit of one function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FunctionPolicy {
     /// Tier thresholds on merged fleet-wide invocations.
     pub thresholds: Thresholds,
     /// Distinct nodes that must have contributed before a threshold counts.
     pub min_contributors: usize,
+    /// What the runtime compiles as one unit.
+    pub unit: CompileUnit,
+}
+
+/// What a runtime compiles as one unit, and so which thresholds open elections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CompileUnit {
+    /// Each method separately (a method JIT): every method's thresholds open elections.
+    #[default]
+    Method,
+    /// The whole function at once (e.g. a Wasm module): only the thresholds of this method
+    /// id, whose invocation counter the host records for every invocation, open elections.
+    /// Other methods' counters are profile data.
+    Whole(MethodId),
 }
 
 /// A member as known from its latest presence.
@@ -60,6 +74,9 @@ pub(crate) struct CodeState {
     pub(crate) presence_seq: u64,
     pub(crate) next_presence: Timestamp,
     pub(crate) next_tick: Timestamp,
+    /// When the engine joined the tenant: it claims nothing before it has heard one round of
+    /// presences, so that it does not rank itself first in a fleet it cannot see yet.
+    pub(crate) joined_at: Timestamp,
     pub(crate) claims: BTreeMap<(Election, NodeKey), Signed<Claim>>,
     pub(crate) manifests: BTreeMap<(CodeKey, ClassId), Generations>,
     /// Manifest hash -> (key, class, generation) of every held manifest.
@@ -83,6 +100,8 @@ pub(crate) struct CodeState {
     pub(crate) policies: BTreeMap<FunctionId, FunctionPolicy>,
     /// Thresholds reached with too few contributors, already reported.
     pub(crate) withheld: BTreeSet<(FunctionId, MethodId, Tier)>,
+    /// Keys the host asked for whatever the thresholds ([`Engine::want_code`](super::Engine::want_code)).
+    pub(crate) wanted: BTreeSet<CodeKey>,
 }
 
 impl CodeState {
@@ -92,6 +111,7 @@ impl CodeState {
             presence_seq: 0,
             next_presence: now,
             next_tick: now,
+            joined_at: now,
             claims: BTreeMap::new(),
             manifests: BTreeMap::new(),
             by_hash: BTreeMap::new(),
@@ -108,6 +128,7 @@ impl CodeState {
             checker: Checker(Box::new(AllHold)),
             policies: BTreeMap::new(),
             withheld: BTreeSet::new(),
+            wanted: BTreeSet::new(),
         }
     }
 
@@ -127,30 +148,32 @@ impl CodeState {
             if excluded(node) || !m.presence.cert.cert.roles.contains(Roles::COMPILE) {
                 continue;
             }
-            for c in &m.presence.statement.classes {
+            for (c, _) in &m.presence.statement.classes {
                 out.entry(*c).or_default().push(*node);
             }
         }
         out
     }
 
-    /// Classes code is needed for: for each live member, the first class it lists that
-    /// some eligible node can compile.
+    /// (tier, class) pairs code is needed for: for each live member and tier, the first
+    /// class it lists that serves the tier and that some eligible node can compile.
     pub(crate) fn needed_classes(
         &self,
         now: Timestamp,
         eligible: &BTreeMap<ClassId, Vec<NodeKey>>,
-    ) -> BTreeSet<ClassId> {
+    ) -> BTreeSet<(Tier, ClassId)> {
         let mut out = BTreeSet::new();
         for (_, m) in self.live(now) {
-            if let Some(c) = m
-                .presence
-                .statement
-                .classes
-                .iter()
-                .find(|c| eligible.get(c).is_some_and(|e| !e.is_empty()))
-            {
-                out.insert(*c);
+            for tier in 0..=Tier::MAX.0 {
+                if let Some((c, _)) = m
+                    .presence
+                    .statement
+                    .classes
+                    .iter()
+                    .find(|(c, tiers)| tiers & (1 << tier) != 0 && eligible.get(c).is_some_and(|e| !e.is_empty()))
+                {
+                    out.insert((Tier(tier), *c));
+                }
             }
         }
         out

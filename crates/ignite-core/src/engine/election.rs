@@ -77,10 +77,11 @@ impl Engine {
         out.into_iter().collect()
     }
 
-    /// Hot keys of a tenant: every (function, method, tier) whose threshold fired.
+    /// Hot keys of a tenant: every (function, method, tier) whose threshold fired, and
+    /// every key the host asked for.
     fn hot_keys(&self, tag: TenantTag) -> Vec<CodeKey> {
         let t = &self.tenants[&tag];
-        let mut out = Vec::new();
+        let mut out: Vec<CodeKey> = t.code.wanted.iter().copied().collect();
         for (f, s) in &t.functions {
             for (m, bits) in &s.fired {
                 for tier in 1..=Tier::MAX.0 {
@@ -94,6 +95,8 @@ impl Engine {
                 }
             }
         }
+        out.sort_unstable();
+        out.dedup();
         out
     }
 
@@ -156,7 +159,11 @@ impl Engine {
         let mut open: BTreeSet<Election> = BTreeSet::new();
         let mut plans: Vec<Plan> = Vec::new();
         for key in self.hot_keys(tag) {
-            for class in needed.iter().filter(|c| my_classes.contains(c)) {
+            for class in needed
+                .iter()
+                .filter(|(tier, c)| *tier == key.tier && my_classes.contains(c))
+                .map(|(_, c)| c)
+            {
                 let Some((election, repromote)) = self.due_election(now, tag, &key, class) else {
                     continue;
                 };
@@ -187,7 +194,7 @@ impl Engine {
                         base = base.max(c.statement.lease_until);
                     }
                 }
-                if claimed {
+                if claimed || now < t.code.joined_at.plus_ms(cfg.presence_interval_ms) {
                     continue;
                 }
                 if pos == 0 || now >= base.plus_ms(cfg.lease_ms.saturating_mul(pos as u64)) {

@@ -326,10 +326,14 @@ impl Engine {
         let default_policy = super::FunctionPolicy {
             thresholds: self.config.thresholds,
             min_contributors: self.config.code.min_contributors,
+            unit: super::CompileUnit::Method,
         };
         let t = self.tenants.get_mut(&tag).expect("tenant present");
         for (f, m) in touched.iter() {
             let policy = t.code.policies.get(f).copied().unwrap_or(default_policy);
+            if matches!(policy.unit, super::CompileUnit::Whole(unit) if unit != *m) {
+                continue;
+            }
             let Some(state) = t.functions.get_mut(f) else { continue };
             for tier in 1..=Tier::MAX.0 {
                 let tier = Tier(tier);

@@ -22,7 +22,7 @@ impl Engine {
         let cfg = &self.config.code;
         let t = &self.tenants[&tag];
         let s = &m.statement;
-        if !cfg.hardware.iter().any(|c| c.id() == s.class) {
+        if !cfg.hardware.iter().any(|c| c.id() == s.class && c.serves(s.key.tier)) {
             return Err(Refusal::ClassNotRunnable);
         }
         if expired(s, now, self.config.code.manifest_ttl_ms) {
@@ -459,6 +459,23 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let t = self.tenant_mut(tenant)?;
         t.code.policies.insert(function, policy);
+        Ok(())
+    }
+
+    /// Asks for code of `key` whatever the thresholds: its election opens at the next code
+    /// pass, like a key whose threshold fired. For code every node needs before it has run
+    /// anything, such as a portable tier-0 artifact of a function just deployed. Every
+    /// engine that should take part in the election declares it alike (a top-ranked member
+    /// that never declares it delays the compile by one lease). Not kept in snapshots:
+    /// declare it again after a restore.
+    pub fn want_code(&mut self, now: Timestamp, tenant: &TenantId, key: CodeKey) -> Result<(), EngineError> {
+        if key.tier > Tier::MAX {
+            return Err(EngineError::TierOutOfRange(key.tier.0));
+        }
+        let t = self.tenant_mut(tenant)?;
+        if t.code.wanted.insert(key) {
+            t.code.next_tick = now;
+        }
         Ok(())
     }
 

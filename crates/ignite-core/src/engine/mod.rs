@@ -12,7 +12,7 @@ mod statements;
 mod sync;
 mod tenant;
 
-pub use code_state::FunctionPolicy;
+pub use code_state::{CompileUnit, FunctionPolicy};
 pub use config::{Config, ConfigError, Thresholds};
 pub use events::{DropReason, Event};
 pub use snapshot::SnapshotError;
@@ -247,6 +247,9 @@ pub enum EngineError {
     /// The recorder could not be created.
     #[error(transparent)]
     Recorder(#[from] crate::recorder::RecorderError),
+    /// A tier above [`Tier::MAX`](crate::ids::Tier::MAX).
+    #[error("tier {0} is above the highest tier")]
+    TierOutOfRange(u8),
 }
 
 impl Engine {

@@ -372,7 +372,7 @@ impl Engine {
             .hardware
             .iter()
             .take(limits.max_classes)
-            .map(|c| c.id())
+            .map(|c| (c.id(), c.tiers))
             .collect();
         let load = self.load;
         let cfg = &self.config.code;
