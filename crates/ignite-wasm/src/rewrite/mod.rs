@@ -1,0 +1,1 @@
+//! Module rewriting: profiling instrumentation and profile-guided specialization.

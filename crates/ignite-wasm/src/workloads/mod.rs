@@ -1,0 +1,1 @@
+//! The benchmark workloads, in WAT, with plain Rust reference implementations.
