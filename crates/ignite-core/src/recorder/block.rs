@@ -95,7 +95,7 @@ impl MethodBlock {
     }
 
     #[inline(always)]
-    pub(super) fn record_receiver(&self, site: u16, type_id: u32) {
+    pub(super) fn record_receiver(&self, site: u16, type_id: u32, n: u64) {
         if site >= self.shape.call_sites {
             return;
         }
@@ -108,9 +108,9 @@ impl MethodBlock {
             return;
         };
         if exclusive {
-            record_receiver_exclusive(total, slots, tag);
+            record_receiver_exclusive(total, slots, tag, n);
         } else {
-            record_receiver_shared(total, slots, tag);
+            record_receiver_shared(total, slots, tag, n);
         }
     }
 
@@ -179,17 +179,17 @@ impl MethodBlock {
 
 /// Records a receiver in a shard only the calling thread writes: plain loads and stores.
 #[inline(always)]
-fn record_receiver_exclusive(total: &AtomicU64, slots: &[AtomicU64], tag: u64) {
-    bump_exclusive(total, 1);
+fn record_receiver_exclusive(total: &AtomicU64, slots: &[AtomicU64], tag: u64, n: u64) {
+    bump_exclusive(total, n);
     for pair in slots.chunks_exact(2) {
         let seen = pair[0].load(Relaxed);
         if seen == tag {
-            bump_exclusive(&pair[1], 1);
+            bump_exclusive(&pair[1], n);
             return;
         }
         if seen == 0 {
             pair[0].store(tag, Relaxed);
-            bump_exclusive(&pair[1], 1);
+            bump_exclusive(&pair[1], n);
             return;
         }
     }
@@ -199,8 +199,8 @@ fn record_receiver_exclusive(total: &AtomicU64, slots: &[AtomicU64], tag: u64) {
 /// Records a receiver in the shared overflow shard: `fetch_add`, slots claimed by CAS.
 #[cold]
 #[inline(never)]
-pub(super) fn record_receiver_shared(total: &AtomicU64, slots: &[AtomicU64], tag: u64) {
-    total.fetch_add(1, Relaxed);
+pub(super) fn record_receiver_shared(total: &AtomicU64, slots: &[AtomicU64], tag: u64, n: u64) {
+    total.fetch_add(n, Relaxed);
     for pair in slots.chunks_exact(2) {
         let mut seen = pair[0].load(Relaxed);
         if seen == 0 {
@@ -210,7 +210,7 @@ pub(super) fn record_receiver_shared(total: &AtomicU64, slots: &[AtomicU64], tag
             };
         }
         if seen == tag {
-            pair[1].fetch_add(1, Relaxed);
+            pair[1].fetch_add(n, Relaxed);
             return;
         }
     }

@@ -340,7 +340,34 @@ impl MethodProfiler {
     /// outside the method's shape is ignored.
     #[inline]
     pub fn record_receiver(&self, site: u16, type_id: u32) {
-        self.block.record_receiver(site, type_id);
+        self.block.record_receiver(site, type_id, 1);
+    }
+
+    /// Counts `n` invocations (for hosts that read counts in batches).
+    #[inline]
+    pub fn record_invocations(&self, n: u64) {
+        if n != 0 {
+            self.block.bump(INVOCATIONS, n);
+        }
+    }
+
+    /// Counts `n` executions of branch `site` in direction `taken` (batched
+    /// [`record_branch`](Self::record_branch)).
+    #[inline]
+    pub fn record_branches(&self, site: u16, taken: bool, n: u64) {
+        if n != 0 && site < self.block.shape.branch_sites {
+            self.block
+                .bump(BRANCHES + 2 * usize::from(site) + usize::from(taken), n);
+        }
+    }
+
+    /// Counts `n` receivers of type `type_id` at call `site` (batched
+    /// [`record_receiver`](Self::record_receiver)).
+    #[inline]
+    pub fn record_receivers(&self, site: u16, type_id: u32, n: u64) {
+        if n != 0 {
+            self.block.record_receiver(site, type_id, n);
+        }
     }
 
     /// Counts one deoptimization of code for the method.

@@ -288,7 +288,7 @@ fn overflow_shard_claims_receiver_slots_once() {
         for t in 0..4u64 {
             s.spawn(move || {
                 for i in 0..1000u64 {
-                    record_receiver_shared(total, slots, 1 + (i + t) % 6);
+                    record_receiver_shared(total, slots, 1 + (i + t) % 6, 1);
                 }
             });
         }
@@ -499,4 +499,41 @@ fn visits_are_monotone_while_recording() {
         }
         done.store(true, Relaxed);
     });
+}
+
+#[test]
+fn batched_recording_equals_recording_one_at_a_time() {
+    let shape = MethodShape {
+        branch_sites: 2,
+        call_sites: 2,
+    };
+    let one = recorder(4, 3);
+    let batch = recorder(4, 3);
+    let p = one.method(function("f"), MethodId(1), Tier(0), shape).unwrap();
+    let q = batch.method(function("f"), MethodId(1), Tier(0), shape).unwrap();
+    // (invocations, branch site/taken/n, receiver site/type/n), out-of-range sites included.
+    let runs: [(u64, (u16, bool, u64), (u16, u32, u64)); 5] = [
+        (3, (0, true, 7), (0, 5, 4)),
+        (0, (1, false, 2), (1, 9, 0)),
+        (1, (0, false, 1), (0, 6, 3)),
+        (2, (2, true, 5), (2, 5, 8)),
+        (4, (1, true, 9), (0, 7, 2)),
+    ];
+    for (inv, (bs, taken, bn), (cs, ty, cn)) in runs {
+        for _ in 0..inv {
+            p.record_invocation();
+        }
+        for _ in 0..bn {
+            p.record_branch(bs, taken);
+        }
+        for _ in 0..cn {
+            p.record_receiver(cs, ty);
+        }
+        q.record_invocations(inv);
+        q.record_branches(bs, taken, bn);
+        q.record_receivers(cs, ty, cn);
+    }
+    let got = collect(&batch);
+    assert!(!got.is_empty());
+    assert_eq!(got, collect(&one));
 }
