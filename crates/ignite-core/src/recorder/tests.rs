@@ -512,7 +512,8 @@ fn batched_recording_equals_recording_one_at_a_time() {
     let p = one.method(function("f"), MethodId(1), Tier(0), shape).unwrap();
     let q = batch.method(function("f"), MethodId(1), Tier(0), shape).unwrap();
     // (invocations, branch site/taken/n, receiver site/type/n), out-of-range sites included.
-    let runs: [(u64, (u16, bool, u64), (u16, u32, u64)); 5] = [
+    type Run = (u64, (u16, bool, u64), (u16, u32, u64));
+    let runs: [Run; 5] = [
         (3, (0, true, 7), (0, 5, 4)),
         (0, (1, false, 2), (1, 9, 0)),
         (1, (0, false, 1), (0, 6, 3)),
