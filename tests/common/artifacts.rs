@@ -4,7 +4,7 @@
 
 use super::code::classes;
 use super::{DAY, T0, creds, function, tenant};
-use ignite::code::{CodeConfig, HardwareClass, Signed};
+use ignite::code::{Assumption, CodeConfig, HardwareClass, Signed};
 use ignite::wire::{Body, Envelope, Limits, Sealer};
 use ignite::{
     Accepted, ClassId, CodeKey, Config, Engine, Event, Incarnation, Install, Manifest, MethodId, Output, Peer, Refusal,
@@ -374,4 +374,32 @@ pub fn mutate(bytes: &[u8], ms: &[Mutation]) -> Vec<u8> {
         }
     }
     v
+}
+
+/// The assumption the tests' manifests speculate on: call site 0 always calls type 7.
+pub const MONO: Assumption = Assumption::MonomorphicCall { site: 0, target: 7 };
+
+/// A blob of `n` bytes derived from `seed`.
+pub fn blob(seed: u8, n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+}
+
+/// Asserts that nothing was installed, announced as installed, or fetched.
+pub fn assert_nothing_installed(rx: &CodeRx) {
+    assert!(rx.installs().is_empty(), "no Event::Install: {:?}", rx.installs());
+    assert!(rx.engine.installed(&rx.tenant).is_empty(), "nothing installed");
+    assert_eq!(rx.engine.stats().installs, 0);
+}
+
+/// Delivers `m` (signed by node 2) from the relay, lets the engine ask for its blob and
+/// serves it honestly; the code must be installed.
+pub fn install(rx: &mut CodeRx, m: Manifest, blob: &[u8]) -> Signed<Manifest> {
+    let key = m.key;
+    let generation = m.generation;
+    let signed = Signed::sign(m, &rx.compiler(2));
+    rx.deliver_code(RELAY, std::slice::from_ref(&signed));
+    rx.tick();
+    assert!(rx.serve(RELAY, blob, blob.len() as u64) > 0, "the blob was asked for");
+    assert_eq!(rx.installed(&key), Some((rx.class.id(), generation)));
+    signed
 }

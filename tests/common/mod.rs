@@ -4,6 +4,7 @@
 
 pub mod artifacts;
 pub mod code;
+pub mod feedback;
 pub mod props;
 pub mod rx;
 
