@@ -5,5 +5,10 @@
 //! built from a module specialized with the fleet's merged profile. Tiers 1 and 2 are
 //! compiled for explicit hardware classes, never for the host's detected CPU.
 
+pub mod fleet;
+pub mod host;
 pub mod rewrite;
+pub mod tiers;
 pub mod workloads;
+
+pub use ignite_core;
