@@ -5,6 +5,7 @@
 //! built from a module specialized with the fleet's merged profile. Tiers 1 and 2 are
 //! compiled for explicit hardware classes, never for the host's detected CPU.
 
+pub mod calibrate;
 pub mod fleet;
 pub mod host;
 pub mod rewrite;

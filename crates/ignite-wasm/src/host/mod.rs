@@ -42,7 +42,7 @@ use ignite_core::{
 };
 use std::collections::BTreeMap;
 use std::time::Instant;
-use warm::Warm;
+pub use warm::Warm;
 
 /// Instantiates `module` and runs one invocation of the byte ABI on `input` (no profile,
 /// no engine): for checking code outside a host.

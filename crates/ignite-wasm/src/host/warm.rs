@@ -25,8 +25,9 @@ pub(super) struct Guard {
     last: u64,
 }
 
-/// One instance kept warm across invocations, as a warm container keeps its runtime.
-pub(super) struct Warm {
+/// One instance kept warm across invocations, as a warm container keeps its runtime. It
+/// runs the byte ABI (see [`workloads`](crate::workloads)).
+pub struct Warm {
     store: Store<()>,
     memory: Memory,
     input_ptr: u32,
@@ -57,9 +58,9 @@ fn read(store: &mut Store<()>, g: &Global) -> u64 {
 }
 
 impl Warm {
-    /// Instantiates `module`: profile counters when `sites` is given (instrumented code),
-    /// a deopt counter per `MonomorphicCall` assumption (specialized code).
-    pub(super) fn new(module: &Module, sites: Option<&SiteMap>, assumptions: &[Assumption]) -> Result<Warm, HostError> {
+    /// Instantiates `module`: with its profile counters when `sites` is given (instrumented
+    /// code), and a deopt counter per `MonomorphicCall` assumption (specialized code).
+    pub fn new(module: &Module, sites: Option<&SiteMap>, assumptions: &[Assumption]) -> Result<Warm, HostError> {
         let mut store = Store::new(module.engine(), ());
         let instance = Instance::new(&mut store, module, &[])?;
         let memory = instance
@@ -120,7 +121,7 @@ impl Warm {
     }
 
     /// Runs one invocation: writes `input`, calls `run`, returns the output bytes.
-    pub(super) fn invoke(&mut self, input: &[u8]) -> Result<Vec<u8>, HostError> {
+    pub fn invoke(&mut self, input: &[u8]) -> Result<Vec<u8>, HostError> {
         let len = i32::try_from(input.len()).map_err(|_| HostError::Abi("input above 2 GiB".into()))?;
         let end = u64::from(self.input_ptr) + input.len() as u64;
         let size = self.memory.data_size(&self.store) as u64;
@@ -140,7 +141,7 @@ impl Warm {
     }
 
     /// Records what the profile counters counted since the last call into `profiler`.
-    pub(super) fn record_profile(&mut self, profiler: &MethodProfiler) {
+    pub fn record_profile(&mut self, profiler: &MethodProfiler) {
         let Some(p) = self.profile.as_mut() else { return };
         let store = &mut self.store;
         let mut i = 0;
@@ -164,7 +165,7 @@ impl Warm {
     }
 
     /// Guard misses since the last call: (assumption, misses), misses > 0 only.
-    pub(super) fn take_deopts(&mut self) -> Vec<(Assumption, u64)> {
+    pub fn take_deopts(&mut self) -> Vec<(Assumption, u64)> {
         let mut out = Vec::new();
         for g in &mut self.guards {
             let v = read(&mut self.store, &g.counter);
