@@ -118,15 +118,19 @@ impl Fleet {
 
     /// Deploys `wasm` as `name` on every host.
     pub fn deploy_all(&mut self, name: &str, wasm: &[u8]) -> Result<FunctionId, FleetError> {
-        let now = self.now();
         let mut id = None;
-        for (i, h) in self.hosts.iter_mut().enumerate() {
-            let f = h
-                .deploy(&mut self.cluster.engines[i], now, name, wasm)
-                .map_err(|e| FleetError::Host(i, e))?;
-            id = Some(f);
+        for i in 0..self.hosts.len() {
+            id = Some(self.deploy(i, name, wasm)?);
         }
         id.ok_or(FleetError::Host(0, HostError::UnknownFunction))
+    }
+
+    /// Deploys `wasm` as `name` on host `i`.
+    pub fn deploy(&mut self, i: usize, name: &str, wasm: &[u8]) -> Result<FunctionId, FleetError> {
+        let now = self.now();
+        self.hosts[i]
+            .deploy(&mut self.cluster.engines[i], now, name, wasm)
+            .map_err(|e| FleetError::Host(i, e))
     }
 
     /// Runs one invocation on host `i`.

@@ -180,3 +180,39 @@ fn a_broken_speculation_deopts_retires_and_is_recompiled_without_it() {
         assert_eq!((r.tier, r.generation, r.deopts), (Tier(2), Some(2), 0));
     }
 }
+
+#[test]
+fn a_host_elected_for_a_function_it_does_not_run_gives_the_election_up() {
+    let mut f = Fleet::new(6, 4, DEFAULT_LEVELS, config(), |_| {}).unwrap();
+    let wasm = Workload::Hash.wasm();
+    // Hosts 2 and 3 never deploy the function, but their engines see its merged counts.
+    let function = f.deploy(0, "hash", &wasm).unwrap();
+    f.deploy(1, "hash", &wasm).unwrap();
+    f.run_for(8_000, 250).unwrap();
+    let input = ignite_wasm::workloads::hash_input(7, 2);
+    for n in 0..100 {
+        let r = f.invoke(n % 2, &function, &input).unwrap();
+        assert_eq!(r.output, Workload::Hash.reference(&input));
+        f.run_for(100, 100).unwrap();
+    }
+    f.run_for(10_000, 250).unwrap();
+    for i in 0..2 {
+        assert_eq!(f.hosts[i].current_tier(&function), Some(Tier(2)), "host {i}");
+    }
+    assert!(
+        f.log
+            .iter()
+            .all(|(i, h)| *i < 2 || !matches!(h, Handled::Compiled { .. })),
+        "only hosts that run the function compile it"
+    );
+    // Tier 0 was asked for only by hosts 0 and 1 (`want_code`): members ranked above them
+    // that never ask delay it by one lease each (30 s), until then the first invocations
+    // ran on the local fallback.
+    f.run_for(70_000, 1_000).unwrap();
+    let per_tier: Vec<Tier> = compiles(&f).keys().map(|(t, _)| *t).collect();
+    let mut tiers = per_tier.clone();
+    tiers.dedup();
+    assert_eq!(tiers, vec![Tier(0), Tier(1), Tier(2)]);
+    assert_eq!(compiles(&f).values().sum::<usize>(), 3, "one compile per tier");
+    assert!(f.hosts[0].installed(&function).contains_key(&Tier(0)));
+}

@@ -35,9 +35,9 @@ pub use compile::{monomorphic_sites, required_sites};
 
 use crate::rewrite::{self, Instrumented, RewriteError};
 use crate::tiers::{Compiler, TierEngine, TierError};
-use ignite_core::code::{ClassId, CompileError, CompiledCode, HardwareClass, Install, Purpose};
+use ignite_core::code::{ClassId, CompileError, CompileRequest, CompiledCode, HardwareClass, Install, Purpose};
 use ignite_core::{
-    CodeKey, CompileUnit, Engine, EngineError, Event, FunctionId, FunctionPolicy, MethodId, MethodProfiler,
+    Assumption, CodeKey, CompileUnit, Engine, EngineError, Event, FunctionId, FunctionPolicy, MethodId, MethodProfiler,
     MethodShape, Recorder, TenantId, Thresholds, Tier, Timestamp,
 };
 use std::collections::BTreeMap;
@@ -368,45 +368,27 @@ impl WasmHost {
     /// installed code ([`Event::Install`]) and unloads withdrawn code ([`Event::Uninstall`]).
     pub fn handle_event(&mut self, engine: &mut Engine, now: Timestamp, event: &Event) -> Result<Handled, HostError> {
         match event {
-            Event::Compile(req) if req.tenant == self.tenant => {
-                let Some(f) = self.functions.get(&req.key.function) else {
-                    engine.compile_failed(now, &self.tenant, req.id)?;
-                    return Ok(Handled::Ignored);
-                };
-                let te = self
-                    .tiers
-                    .iter()
-                    .find(|t| t.class.id() == req.class.id() && t.compiler.tier() == req.key.tier)
-                    .ok_or(HostError::UnknownClass)?;
-                let started = Instant::now();
-                let (wasm, assumptions) = if req.key.tier < Tier(2) {
-                    (f.instrumented.wasm.clone(), Vec::new())
-                } else {
-                    let speculations = match (&req.purpose, &req.required) {
-                        (Purpose::Attest { .. }, Some(required)) => required_sites(required),
-                        _ => monomorphic_sites(&req.profile, self.config.monomorphic_min_samples, &req.excluded),
-                    };
-                    let s = rewrite::specialize(&f.wasm, &speculations)?;
-                    let assumptions = s
-                        .guards
-                        .iter()
-                        .map(|g| ignite_core::Assumption::MonomorphicCall {
-                            site: g.site,
-                            target: g.slot,
-                        })
-                        .collect();
-                    (s.wasm, assumptions)
-                };
-                let bytes = te.compile(&wasm)?;
-                let micros = started.elapsed().as_micros() as u64;
-                self.stats.elected_compiles += 1;
-                let hash = engine.compiled(now, &self.tenant, req.id, CompiledCode { bytes, assumptions })?;
-                Ok(Handled::Compiled {
-                    key: req.key,
-                    hash,
-                    micros,
-                })
+            Event::Compile(req) if req.tenant == self.tenant && !self.functions.contains_key(&req.key.function) => {
+                // Elected for a function not deployed here: give the election up at once.
+                engine.compile_failed(now, &self.tenant, req.id)?;
+                Ok(Handled::Ignored)
             }
+            Event::Compile(req) if req.tenant == self.tenant => match self.compile(req) {
+                Ok((bytes, assumptions, micros)) => {
+                    self.stats.elected_compiles += 1;
+                    let hash = engine.compiled(now, &self.tenant, req.id, CompiledCode { bytes, assumptions })?;
+                    Ok(Handled::Compiled {
+                        key: req.key,
+                        hash,
+                        micros,
+                    })
+                }
+                Err(e) => {
+                    // Release the claim at once so the next-ranked node takes over.
+                    engine.compile_failed(now, &self.tenant, req.id)?;
+                    Err(e)
+                }
+            },
             Event::Install(install) if install.tenant == self.tenant => self.install(install),
             Event::Uninstall { tenant, key, .. } if *tenant == self.tenant => {
                 let removed = self
@@ -420,6 +402,41 @@ impl WasmHost {
             }
             _ => Ok(Handled::Ignored),
         }
+    }
+
+    /// Compiles what `req` asks for: the code bytes, the assumptions they rely on, and the
+    /// compile wall time in microseconds.
+    fn compile(&self, req: &CompileRequest) -> Result<(Vec<u8>, Vec<Assumption>, u64), HostError> {
+        let f = self
+            .functions
+            .get(&req.key.function)
+            .ok_or(HostError::UnknownFunction)?;
+        let te = self
+            .tiers
+            .iter()
+            .find(|t| t.class.id() == req.class.id() && t.compiler.tier() == req.key.tier)
+            .ok_or(HostError::UnknownClass)?;
+        let started = Instant::now();
+        let (wasm, assumptions) = if req.key.tier < Tier(2) {
+            (f.instrumented.wasm.clone(), Vec::new())
+        } else {
+            let speculations = match (&req.purpose, &req.required) {
+                (Purpose::Attest { .. }, Some(required)) => required_sites(required),
+                _ => monomorphic_sites(&req.profile, self.config.monomorphic_min_samples, &req.excluded),
+            };
+            let s = rewrite::specialize(&f.wasm, &speculations)?;
+            let assumptions = s
+                .guards
+                .iter()
+                .map(|g| Assumption::MonomorphicCall {
+                    site: g.site,
+                    target: g.slot,
+                })
+                .collect();
+            (s.wasm, assumptions)
+        };
+        let bytes = te.compile(&wasm)?;
+        Ok((bytes, assumptions, started.elapsed().as_micros() as u64))
     }
 
     fn install(&mut self, install: &Install) -> Result<Handled, HostError> {
