@@ -1,0 +1,11 @@
+//! simnet: a deterministic discrete-event simulation of thousands of Ignite peers, each
+//! running the real `ignite-core` engine and exchanging real sealed and signed messages
+//! over a modelled network and a gossipsub-like mesh.
+//!
+//! Time is virtual (microseconds) and every random draw comes from one seed: the same seed
+//! and configuration give byte-identical results.
+
+pub mod gossip;
+pub mod net;
+pub mod report;
+pub mod rng;

@@ -1,0 +1,3 @@
+//! The `simnet` command line.
+
+fn main() {}
