@@ -37,7 +37,7 @@ pub use code::{
 };
 pub use engine::{
     Accepted, CompileUnit, Config, DropReason, Engine, EngineError, Event, FunctionPolicy, Incoming, Output, Rejection,
-    SnapshotError, Stats, Thresholds,
+    SharedChecks, SnapshotError, Stats, Thresholds,
 };
 pub use ids::{
     FunctionId, GroupId, Incarnation, MethodId, MethodKey, NodeKey, Peer, TenantTag, Tier, Timestamp, TopicId,

@@ -78,6 +78,9 @@ pub struct Config {
     pub recorder: RecorderConfig,
     /// Election, code distribution and feedback.
     pub code: CodeConfig,
+    /// Check results shared with other engines of this process (simulators); `None` for a
+    /// platform host.
+    pub shared: Option<super::SharedChecks>,
 }
 
 impl Default for Config {
@@ -101,6 +104,7 @@ impl Default for Config {
             seen_cache: 1 << 16,
             recorder: RecorderConfig::default(),
             code: CodeConfig::default(),
+            shared: None,
         }
     }
 }

@@ -7,6 +7,7 @@ mod events;
 mod ingest;
 mod install;
 mod publish;
+mod shared;
 mod snapshot;
 mod statements;
 mod sync;
@@ -15,6 +16,7 @@ mod tenant;
 pub use code_state::{CompileUnit, FunctionPolicy};
 pub use config::{Config, ConfigError, Thresholds};
 pub use events::{DropReason, Event};
+pub use shared::SharedChecks;
 pub use snapshot::SnapshotError;
 
 use crate::code::Refusal;
@@ -158,6 +160,10 @@ pub struct Stats {
     pub deltas_duplicate: u64,
     /// Signatures verified (certificates and deltas).
     pub signatures_verified: u64,
+    /// Signature checks answered by [`Config::shared`] (verified by another engine).
+    pub signatures_shared: u64,
+    /// Decryptions answered by [`Config::shared`] (opened by another engine).
+    pub opens_shared: u64,
     /// Messages published on topics.
     pub published_messages: u64,
     /// Bytes published on topics.
@@ -578,7 +584,23 @@ impl Engine {
             self.stats.duplicate_messages += 1;
             return Ok(None);
         }
-        let plain = t.sealer.open(&env)?;
+        let plain = match &self.config.shared {
+            None => t.sealer.open(&env)?,
+            Some(shared) => {
+                let key = shared_key(b"open", &msg_hash);
+                match shared.opened(&key) {
+                    Some(p) => {
+                        self.stats.opens_shared += 1;
+                        p.to_vec()
+                    }
+                    None => {
+                        let p = t.sealer.open(&env)?;
+                        shared.open_done(key, &p);
+                        p
+                    }
+                }
+            }
+        };
         Body::decode(&plain, &self.config.limits)?;
         if let Some(t) = self.tenants.get_mut(&tag) {
             t.peers.insert(m.from);
@@ -744,6 +766,16 @@ impl Engine {
 }
 
 /// Re-exported for the thresholds check.
+/// The key of a check result in [`SharedChecks`]: the kind of check and the hash of
+/// everything it covers.
+pub(crate) fn shared_key(kind: &[u8], hash: &[u8; 32]) -> [u8; 32] {
+    *blake3::Hasher::new_derive_key("ignite v1 shared check")
+        .update(kind)
+        .update(hash)
+        .finalize()
+        .as_bytes()
+}
+
 pub(crate) fn tier_threshold(th: &Thresholds, tier: Tier) -> Option<u64> {
     match tier.0 {
         1 => Some(th.tier1),

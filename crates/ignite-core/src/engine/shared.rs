@@ -1,0 +1,95 @@
+//! Check results shared by the engines of one process.
+//!
+//! Verifying a signature and decrypting a sealed message are deterministic: every engine
+//! that checks the same bytes gets the same answer. A process running many engines (a
+//! simulator) can hand them one [`SharedChecks`] so that each unique message is decrypted
+//! once and each unique signature verified once, whichever engine meets it first; the
+//! others reuse the result and count it in [`Stats::signatures_shared`](super::Stats) and
+//! [`Stats::opens_shared`](super::Stats). Only successes are shared: a failure is
+//! re-checked by every engine. A platform host running one engine per process has no use
+//! for it.
+
+use crate::crypto::SeenCache;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+struct Inner {
+    verified: SeenCache,
+    opened: BTreeMap<[u8; 32], Arc<[u8]>>,
+    order: VecDeque<[u8; 32]>,
+    cap: usize,
+    verifications: u64,
+    opens: u64,
+}
+
+/// Signature checks and decryptions that succeeded, shared by engines (see the module
+/// documentation). Cloning shares the same cache.
+#[derive(Clone)]
+pub struct SharedChecks(Arc<Mutex<Inner>>);
+
+impl std::fmt::Debug for SharedChecks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (verifications, opens) = self.work();
+        f.debug_struct("SharedChecks")
+            .field("verifications", &verifications)
+            .field("opens", &opens)
+            .finish()
+    }
+}
+
+impl SharedChecks {
+    /// A cache remembering up to `cap` verified signatures and `cap` plaintexts.
+    pub fn new(cap: usize) -> SharedChecks {
+        SharedChecks(Arc::new(Mutex::new(Inner {
+            verified: SeenCache::new(cap),
+            opened: BTreeMap::new(),
+            order: VecDeque::new(),
+            cap: cap.max(1),
+            verifications: 0,
+            opens: 0,
+        })))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the signature identified by `hash` (a hash covering key, message and
+    /// signature) was verified by some engine.
+    pub(crate) fn is_verified(&self, hash: &[u8; 32]) -> bool {
+        self.lock().verified.contains(hash)
+    }
+
+    /// Records a successful verification actually performed.
+    pub(crate) fn verified(&self, hash: [u8; 32]) {
+        let mut g = self.lock();
+        g.verifications += 1;
+        g.verified.insert(hash);
+    }
+
+    /// The plaintext of the sealed message identified by `key`, if an engine opened it.
+    pub(crate) fn opened(&self, key: &[u8; 32]) -> Option<Arc<[u8]>> {
+        self.lock().opened.get(key).cloned()
+    }
+
+    /// Records a successful decryption actually performed.
+    pub(crate) fn open_done(&self, key: [u8; 32], plain: &[u8]) {
+        let mut g = self.lock();
+        g.opens += 1;
+        if g.opened.insert(key, plain.into()).is_none() {
+            g.order.push_back(key);
+            while g.order.len() > g.cap {
+                if let Some(old) = g.order.pop_front() {
+                    g.opened.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Work actually performed through this cache: (signature verifications, decryptions).
+    /// Every engine's [`Stats`](super::Stats) counts what it reused.
+    pub fn work(&self) -> (u64, u64) {
+        let g = self.lock();
+        (g.verifications, g.opens)
+    }
+}

@@ -1,0 +1,52 @@
+//! Engines of one process sharing their check results (`Config::shared`) behave exactly as
+//! engines checking everything themselves, while each unique signature is verified and each
+//! unique message decrypted once.
+
+mod common;
+
+use common::code::{Fleet, NodeSpec, classes};
+use ignite::{Roles, SharedChecks};
+
+fn fleet(seed: u64, shared: Option<SharedChecks>) -> Fleet {
+    let (v2, _, _) = classes();
+    let specs = (0..12)
+        .map(|_| NodeSpec {
+            hardware: vec![v2.clone()],
+            roles: Roles::ALL,
+        })
+        .collect();
+    let mut f = Fleet::new(seed, specs, 200, move |c| c.shared = shared.clone());
+    f.run_for(2_000);
+    for i in 0..12 {
+        f.invoke(i, 1, 30, 4);
+        f.invoke(i, 2, 5, 4);
+    }
+    f.run_for(20_000);
+    f
+}
+
+#[test]
+fn shared_checks_change_no_output_and_verify_each_signature_once() {
+    let alone = fleet(21, None);
+    let cache = SharedChecks::new(1 << 16);
+    let shared = fleet(21, Some(cache.clone()));
+    assert_eq!(
+        alone.cluster.trace_digest(),
+        shared.cluster.trace_digest(),
+        "identical outputs"
+    );
+    assert!(!shared.installs().is_empty());
+    let sum = |f: &Fleet, g: fn(&ignite::Stats) -> u64| f.cluster.engines.iter().map(|e| g(e.stats())).sum::<u64>();
+    let verified_alone = sum(&alone, |s| s.signatures_verified);
+    let verified_shared = sum(&shared, |s| s.signatures_verified);
+    let reused = sum(&shared, |s| s.signatures_shared);
+    // Every check is done or reused: the totals match.
+    assert_eq!(verified_shared + reused, verified_alone);
+    assert!(
+        verified_shared * 4 < verified_alone,
+        "{verified_shared} of {verified_alone} verified"
+    );
+    let (work, opens) = cache.work();
+    assert_eq!(work, verified_shared);
+    assert!(opens > 0 && sum(&shared, |s| s.opens_shared) > opens);
+}
