@@ -101,7 +101,7 @@ fn us(d: Duration) -> f64 {
 fn warm_median(w: &mut Warm, input: &[u8], want: &[u8], min_runs: usize, budget: Duration) -> Result<f64, HostError> {
     let started = Instant::now();
     let mut times = Vec::new();
-    while times.len() < min_runs || (started.elapsed() < budget && times.len() < 1_000) {
+    while times.len() < min_runs.max(1) || (started.elapsed() < budget && times.len() < 1_000) {
         let t = Instant::now();
         let out = w.invoke(input)?;
         times.push(us(t.elapsed()));

@@ -28,9 +28,11 @@
 //! `&mut self`: a host running invocations on several threads holds an `Arc` of the code
 //! per invocation).
 
+mod abi;
 mod compile;
 mod warm;
 
+pub use abi::check_abi;
 pub use compile::{monomorphic_sites, required_sites};
 
 use crate::rewrite::{self, Instrumented, RewriteError};
@@ -83,6 +85,9 @@ pub enum HostError {
     /// A compile request for a class this host has no engine for.
     #[error("no tier engine for the requested class")]
     UnknownClass,
+    /// No code is installed yet and the local fallback is off: retry later.
+    #[error("no code installed yet (local fallback off)")]
+    NoCode,
 }
 
 /// Host settings.
@@ -116,6 +121,8 @@ pub struct HostStats {
     pub invocations: [u64; 3],
     /// Modules compiled because the fleet elected this node.
     pub elected_compiles: u64,
+    /// Modules compiled to attest another node's code.
+    pub attest_compiles: u64,
     /// Pulley modules compiled locally because an invocation found no code (the fallback).
     pub local_compiles: u64,
     /// Code installed from the fleet (or from this node's own compiles).
@@ -251,6 +258,12 @@ impl WasmHost {
         wasm: &[u8],
     ) -> Result<FunctionId, HostError> {
         let function = FunctionId::from_deployment(name, wasm);
+        if self.functions.contains_key(&function) {
+            // Already deployed: keep its code; ask again for tier 0 in case it was lost.
+            engine.want_code(now, &self.tenant, Self::key(function, Tier(0)))?;
+            return Ok(function);
+        }
+        check_abi(wasm)?;
         let instrumented = rewrite::instrument(wasm)?;
         let shape = MethodShape {
             branch_sites: instrumented.sites.branch_sites,
@@ -283,6 +296,8 @@ impl WasmHost {
             },
         )?;
         engine.want_code(now, &self.tenant, Self::key(function, Tier(0)))?;
+        // Another deployment of the name is gone (the engine dropped its state too).
+        self.functions.retain(|f, _| f.name != function.name);
         self.functions.insert(
             function,
             Function {
@@ -310,9 +325,7 @@ impl WasmHost {
         let f = self.functions.get_mut(function).ok_or(HostError::UnknownFunction)?;
         if f.code.is_empty() && f.local.is_none() {
             if !self.config.local_fallback {
-                return Err(HostError::Abi(
-                    "no code installed yet and the local fallback is off".into(),
-                ));
+                return Err(HostError::NoCode);
             }
             let te = pulley.ok_or(HostError::UnknownClass)?;
             let module = wasmtime::Module::new(&te.engine, &f.instrumented.wasm)?;
@@ -368,14 +381,21 @@ impl WasmHost {
     /// installed code ([`Event::Install`]) and unloads withdrawn code ([`Event::Uninstall`]).
     pub fn handle_event(&mut self, engine: &mut Engine, now: Timestamp, event: &Event) -> Result<Handled, HostError> {
         match event {
-            Event::Compile(req) if req.tenant == self.tenant && !self.functions.contains_key(&req.key.function) => {
-                // Elected for a function not deployed here: give the election up at once.
+            Event::Compile(req)
+                if req.tenant == self.tenant
+                    && (!self.functions.contains_key(&req.key.function) || req.key.method != MODULE_METHOD) =>
+            {
+                // Elected for a function not deployed here, or for code of a single method
+                // (a policy set before this host deployed the function): give it up at once.
                 engine.compile_failed(now, &self.tenant, req.id)?;
                 Ok(Handled::Ignored)
             }
             Event::Compile(req) if req.tenant == self.tenant => match self.compile(req) {
                 Ok((bytes, assumptions, micros)) => {
-                    self.stats.elected_compiles += 1;
+                    match req.purpose {
+                        Purpose::Attest { .. } => self.stats.attest_compiles += 1,
+                        _ => self.stats.elected_compiles += 1,
+                    }
                     let hash = engine.compiled(now, &self.tenant, req.id, CompiledCode { bytes, assumptions })?;
                     Ok(Handled::Compiled {
                         key: req.key,
@@ -389,8 +409,12 @@ impl WasmHost {
                     Err(e)
                 }
             },
-            Event::Install(install) if install.tenant == self.tenant => self.install(install),
-            Event::Uninstall { tenant, key, .. } if *tenant == self.tenant => {
+            Event::Install(install)
+                if install.tenant == self.tenant && install.manifest.statement.key.method == MODULE_METHOD =>
+            {
+                self.install(install)
+            }
+            Event::Uninstall { tenant, key, .. } if *tenant == self.tenant && key.method == MODULE_METHOD => {
                 let removed = self
                     .functions
                     .get_mut(&key.function)

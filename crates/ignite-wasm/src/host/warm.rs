@@ -133,6 +133,9 @@ impl Warm {
             .map_err(|e| HostError::Abi(format!("input does not fit in memory: {e}")))?;
         let n = self.run.call(&mut self.store, len)?;
         let n = usize::try_from(n).map_err(|_| HostError::Abi(format!("run returned {n}")))?;
+        if self.output_ptr as usize + n > self.memory.data_size(&self.store) {
+            return Err(HostError::Abi(format!("output of {n} bytes outside memory")));
+        }
         let mut out = vec![0; n];
         self.memory
             .read(&self.store, self.output_ptr as usize, &mut out)
