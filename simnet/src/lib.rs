@@ -7,5 +7,8 @@
 
 pub mod gossip;
 pub mod net;
+pub mod queue;
 pub mod report;
 pub mod rng;
+pub mod scale;
+pub mod world;

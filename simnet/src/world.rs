@@ -1,0 +1,428 @@
+//! The simulated world: peers running the real engine, the network, the gossip mesh and
+//! the event loop. Scenarios drive it (see [`scale`](crate::scale)).
+//!
+//! Every message between peers is the engine's real output: sealed, signed bytes, handed
+//! to the receivers' engines unchanged. Message bytes are shared between receivers (one
+//! `Arc` per message). Engines share their signature and decryption results
+//! ([`SharedChecks`]): each unique message is verified and opened once, and the work saved
+//! is counted ([`World::crypto_work`]).
+
+use crate::gossip::{Gossip, GossipConfig, Send as GossipSend, TopicIdx, Wire};
+use crate::net::{Delivery, Net, NetConfig};
+use crate::queue::Queue;
+use crate::rng::Rng;
+use ignite_core::code::{CompileRequest, CompiledCode};
+use ignite_core::{Config, Engine, Event, Incoming, Output, Peer, SharedChecks, TenantId, TopicId};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// What happens at a point of virtual time.
+#[derive(Debug)]
+pub enum Ev {
+    /// A scenario event for peer `peer` (an invocation arrival, say), with a scenario tag.
+    Scenario {
+        /// The peer.
+        peer: u32,
+        /// The scenario's tag.
+        tag: u64,
+    },
+    /// The engine of `peer` asked to be woken at this time.
+    Timer {
+        /// The peer.
+        peer: u32,
+    },
+    /// Gossip heartbeat of `peer`.
+    Heartbeat {
+        /// The peer.
+        peer: u32,
+    },
+    /// A gossip frame arrives.
+    Gossip {
+        /// Receiver.
+        to: u32,
+        /// The frame.
+        send: GossipSend,
+    },
+    /// A point-to-point message arrives.
+    Direct {
+        /// Receiver.
+        to: u32,
+        /// Sender.
+        from: u32,
+        /// The bytes.
+        bytes: Arc<[u8]>,
+    },
+    /// The host of `peer` finished compiling.
+    CompileDone {
+        /// The peer.
+        peer: u32,
+        /// The tenant.
+        tenant: TenantId,
+        /// The request answered.
+        id: ignite_core::code::CompileId,
+        /// The code.
+        code: Box<CompiledCode>,
+    },
+}
+
+/// What [`World::step`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// No event was waiting.
+    Idle,
+    /// An event of the world was handled.
+    Handled,
+    /// A scenario event is due: the scenario acts on it.
+    Scenario {
+        /// The peer.
+        peer: u32,
+        /// The scenario's tag.
+        tag: u64,
+    },
+}
+
+/// Counts the world keeps.
+#[derive(Clone, Debug, Default)]
+pub struct Traffic {
+    /// Frames and point-to-point messages sent.
+    pub messages: u64,
+    /// Bytes sent (payload plus gossip control).
+    pub bytes: u64,
+    /// Engine messages published.
+    pub published: u64,
+    /// First deliveries of published messages, by hop count.
+    pub hops: BTreeMap<u32, u64>,
+    /// Messages lost or blocked by the network.
+    pub dropped: u64,
+}
+
+/// A published message: its bytes, topic and the hop count per receiver so far.
+struct Published {
+    bytes: Arc<[u8]>,
+    topic: TopicIdx,
+}
+
+/// A compile the scenario's host model answers.
+pub type Compiler = Box<dyn FnMut(&CompileRequest) -> (CompiledCode, u64)>;
+
+/// The world.
+pub struct World {
+    /// Virtual time, µs.
+    pub now_us: u64,
+    /// The engines, by peer.
+    pub engines: Vec<Engine>,
+    /// Whether each peer is up.
+    pub up: Vec<bool>,
+    /// The network.
+    pub net: Net,
+    /// The gossip mesh.
+    pub gossip: Gossip,
+    /// Pending events.
+    pub queue: Queue<Ev>,
+    /// Traffic counters.
+    pub traffic: Traffic,
+    /// Check results shared by every engine.
+    pub shared: SharedChecks,
+    /// Engine events not consumed by the world (installs, thresholds...), for the scenario.
+    pub events: Vec<(u32, Event)>,
+    /// Compile requests seen: (peer, request) summaries.
+    pub compiles: Vec<(u32, ignite_core::CodeKey, ignite_core::ClassId, u32)>,
+    rng: Rng,
+    topics: BTreeMap<TopicId, TopicIdx>,
+    messages: Vec<Published>,
+    /// Earliest timer scheduled per peer (avoids flooding the queue with duplicates).
+    timer_at: Vec<Option<u64>>,
+    compiler: Compiler,
+    heartbeat_us: u64,
+    /// Per peer, the hop count of the messages it delivered recently (newest last).
+    recent_hops: Vec<std::collections::VecDeque<(u64, u8)>>,
+}
+
+/// Recent deliveries remembered per peer for hop counting.
+const RECENT_HOPS: usize = 256;
+
+/// Milliseconds of virtual time for the engines.
+pub fn ms(now_us: u64) -> ignite_core::Timestamp {
+    ignite_core::Timestamp(START_MS + now_us / 1_000)
+}
+
+/// Virtual epoch of every simulation (engines see wall-clock-like milliseconds).
+pub const START_MS: u64 = 1_700_000_000_000;
+
+impl World {
+    /// A world of `configs.len()` peers; engine `i` gets `configs[i]` with the shared
+    /// check cache set. Tenants are joined by the scenario.
+    pub fn new(
+        seed: u64,
+        configs: Vec<Config>,
+        net: NetConfig,
+        gossip: GossipConfig,
+        compiler: Compiler,
+    ) -> Result<World, ignite_core::EngineError> {
+        let shared = SharedChecks::new(1 << 20);
+        let n = configs.len();
+        let mut engines = Vec::with_capacity(n);
+        for mut c in configs {
+            c.shared = Some(shared.clone());
+            engines.push(Engine::new(c, ignite_core::Incarnation(1))?);
+        }
+        let heartbeat_us = gossip.heartbeat_interval_us;
+        Ok(World {
+            now_us: 0,
+            engines,
+            up: vec![true; n],
+            net: Net::new(net, n as u32),
+            gossip: Gossip::new(gossip, n as u32),
+            queue: Queue::default(),
+            traffic: Traffic::default(),
+            shared,
+            events: Vec::new(),
+            compiles: Vec::new(),
+            rng: Rng::new(seed).child(0x0077_6f72_6c64),
+            topics: BTreeMap::new(),
+            messages: Vec::new(),
+            timer_at: vec![None; n],
+            compiler,
+            heartbeat_us,
+            recent_hops: vec![std::collections::VecDeque::new(); n],
+        })
+    }
+
+    /// Subscribes `peer`'s engine to `topic` in the mesh (after it joined the tenant).
+    pub fn subscribe(&mut self, peer: u32, topic: &TopicId) {
+        let next = self.topics.len() as TopicIdx;
+        let idx = *self.topics.entry(topic.clone()).or_insert(next);
+        let mut r = self.rng.child(u64::from(peer) << 8 | 1);
+        let sends = self.gossip.subscribe(self.now_us, peer, idx, &mut || r.next_u64());
+        self.send_frames(sends);
+    }
+
+    /// Gossip heartbeat interval, µs.
+    pub fn heartbeat_us(&self) -> u64 {
+        self.heartbeat_us
+    }
+
+    fn remember_hops(&mut self, peer: u32, id: u64, hops: u8) {
+        let r = &mut self.recent_hops[peer as usize];
+        if r.len() == RECENT_HOPS {
+            r.pop_front();
+        }
+        r.push_back((id, hops));
+    }
+
+    fn hops_at(&self, peer: u32, id: u64) -> Option<u8> {
+        self.recent_hops[peer as usize]
+            .iter()
+            .rev()
+            .find(|(m, _)| *m == id)
+            .map(|(_, h)| *h)
+    }
+
+    /// Starts heartbeats (staggered) and engine timers for every peer.
+    pub fn start(&mut self) {
+        for p in 0..self.engines.len() as u32 {
+            let offset = self.rng.below(self.heartbeat_us.max(1));
+            self.queue.push(self.now_us + offset, Ev::Heartbeat { peer: p });
+            self.arm(p);
+        }
+    }
+
+    /// Tells every engine which peers its mesh links it to (for anti-entropy partners).
+    pub fn introduce_mesh_peers(&mut self) {
+        let topics: Vec<(TopicId, TopicIdx)> = self.topics.iter().map(|(t, i)| (t.clone(), *i)).collect();
+        for p in 0..self.engines.len() as u32 {
+            for (topic, idx) in &topics {
+                let mesh: Vec<u32> = self.gossip.mesh(p, *idx).collect();
+                for q in mesh {
+                    self.engines[p as usize].peer_joined(Peer(u64::from(q)), topic);
+                }
+            }
+        }
+    }
+
+    fn arm(&mut self, peer: u32) {
+        if let Some(t) = self.engines[peer as usize].poll_timeout() {
+            let at = (t.0.saturating_sub(START_MS)) * 1_000;
+            let at = at.max(self.now_us);
+            if self.timer_at[peer as usize].is_none_or(|cur| at < cur) {
+                self.timer_at[peer as usize] = Some(at);
+                self.queue.push(at, Ev::Timer { peer });
+            }
+        }
+    }
+
+    fn send_frames(&mut self, sends: Vec<GossipSend>) {
+        for s in sends {
+            let payload = match &s.wire {
+                Wire::Publish { id, .. } => self.messages[*id as usize].bytes.len() as u64,
+                _ => 0,
+            };
+            let bytes = payload + s.wire.control_bytes();
+            self.traffic.messages += 1;
+            self.traffic.bytes += bytes;
+            let to = s.to;
+            match self.net.delay_us(self.now_us, s.from, to, bytes, &mut self.rng) {
+                Delivery::At(times) => {
+                    for at in times {
+                        self.queue.push(at, Ev::Gossip { to, send: s.clone() });
+                    }
+                }
+                Delivery::Lost | Delivery::Blocked => self.traffic.dropped += 1,
+            }
+        }
+    }
+
+    fn send_direct(&mut self, from: u32, to: u32, bytes: Arc<[u8]>) {
+        self.traffic.messages += 1;
+        self.traffic.bytes += bytes.len() as u64;
+        match self
+            .net
+            .delay_us(self.now_us, from, to, bytes.len() as u64, &mut self.rng)
+        {
+            Delivery::At(times) => {
+                for at in times {
+                    self.queue.push(
+                        at,
+                        Ev::Direct {
+                            to,
+                            from,
+                            bytes: bytes.clone(),
+                        },
+                    );
+                }
+            }
+            Delivery::Lost | Delivery::Blocked => self.traffic.dropped += 1,
+        }
+    }
+
+    /// Moves `peer`'s engine outputs into the world: publications into the mesh,
+    /// point-to-point sends into the network, compile requests to the host model, and other
+    /// events to [`World::events`].
+    pub fn drain(&mut self, peer: u32) {
+        while let Some(out) = self.engines[peer as usize].poll_output() {
+            match out {
+                Output::Publish { topic, bytes } => {
+                    let Some(&idx) = self.topics.get(&topic) else { continue };
+                    let id = self.messages.len() as u64;
+                    self.messages.push(Published {
+                        bytes: bytes.into(),
+                        topic: idx,
+                    });
+                    self.traffic.published += 1;
+                    self.remember_hops(peer, id, 0);
+                    let mut r = self.rng.child(0x7075_6200_0000_0000 | id);
+                    let sends = self.gossip.publish(self.now_us, peer, idx, id, &mut || r.next_u64());
+                    self.send_frames(sends);
+                }
+                Output::Send { peer: to, bytes } => {
+                    if let Ok(to) = u32::try_from(to.0) {
+                        self.send_direct(peer, to, bytes.into());
+                    }
+                }
+                Output::Event(Event::Compile(req)) => {
+                    self.compiles.push((peer, req.key, req.class.id(), req.generation));
+                    let (code, delay_us) = (self.compiler)(&req);
+                    self.queue.push(
+                        self.now_us + delay_us,
+                        Ev::CompileDone {
+                            peer,
+                            tenant: req.tenant,
+                            id: req.id,
+                            code: Box::new(code),
+                        },
+                    );
+                }
+                Output::Event(e) => self.events.push((peer, e)),
+                _ => {}
+            }
+        }
+        self.arm(peer);
+    }
+
+    /// Pops and handles the next event.
+    pub fn step(&mut self) -> Step {
+        let Some((at, ev)) = self.queue.pop() else {
+            return Step::Idle;
+        };
+        self.now_us = self.now_us.max(at);
+        let now = ms(self.now_us);
+        match ev {
+            Ev::Scenario { peer, tag } => return Step::Scenario { peer, tag },
+            Ev::Timer { peer } => {
+                if self.timer_at[peer as usize] == Some(at) {
+                    self.timer_at[peer as usize] = None;
+                }
+                if self.up[peer as usize] {
+                    self.engines[peer as usize].handle_timeout(now);
+                    self.drain(peer);
+                }
+            }
+            Ev::Heartbeat { peer } => {
+                if self.up[peer as usize] {
+                    let mut r = self
+                        .rng
+                        .child(u64::from(peer) << 32 | (self.now_us / 1_000) & 0xffff_ffff);
+                    let sends = self.gossip.heartbeat(self.now_us, peer, &mut || r.next_u64());
+                    self.send_frames(sends);
+                }
+                self.queue.push(self.now_us + self.heartbeat_us, Ev::Heartbeat { peer });
+            }
+            Ev::Gossip { to, send } => {
+                if !self.up[to as usize] {
+                    return Step::Handled;
+                }
+                let mut r = self.rng.child(u64::from(to) << 40 | send.from as u64);
+                let received = self.gossip.receive(self.now_us, to, &send, &mut || r.next_u64());
+                if let Some(id) = received.deliver {
+                    // Hops: one more than the sender's, when the sender's is still known.
+                    if let Some(h) = self.hops_at(send.from, id) {
+                        let h = h.saturating_add(1);
+                        *self.traffic.hops.entry(u32::from(h)).or_insert(0) += 1;
+                        self.remember_hops(to, id, h);
+                    }
+                    let m = &self.messages[id as usize];
+                    let topic = self.topics.iter().find(|(_, i)| **i == m.topic).map(|(t, _)| t.clone());
+                    let bytes = m.bytes.clone();
+                    let e = &mut self.engines[to as usize];
+                    let _ = e.handle_messages(
+                        now,
+                        &[Incoming {
+                            from: Peer(u64::from(send.from)),
+                            topic: topic.as_ref(),
+                            bytes: &bytes,
+                        }],
+                    );
+                    self.drain(to);
+                }
+                self.send_frames(received.sends);
+            }
+            Ev::Direct { to, from, bytes } => {
+                if self.up[to as usize] {
+                    let _ = self.engines[to as usize].handle_message(now, Peer(u64::from(from)), None, &bytes);
+                    self.drain(to);
+                }
+            }
+            Ev::CompileDone { peer, tenant, id, code } => {
+                if self.up[peer as usize] {
+                    let _ = self.engines[peer as usize].compiled(now, &tenant, id, *code);
+                    self.drain(peer);
+                }
+            }
+        }
+        Step::Handled
+    }
+
+    /// Crypto work actually done, and reused thanks to sharing: ((verified, opened),
+    /// (verifications reused, decryptions reused)).
+    pub fn crypto_work(&self) -> ((u64, u64), (u64, u64)) {
+        let reused = self.engines.iter().fold((0, 0), |(v, o), e| {
+            (v + e.stats().signatures_shared, o + e.stats().opens_shared)
+        });
+        (self.shared.work(), reused)
+    }
+
+    /// The tenant every engine of the world serves first (scenarios with one tenant).
+    pub fn tenant_of(&self, peer: u32) -> Option<TenantId> {
+        self.engines[peer as usize].tenants().next().map(|(t, _)| t)
+    }
+}
