@@ -176,7 +176,15 @@ impl Engine {
                 blob: s.blob_hash,
             },
         );
-        // Code of this tier is current: lower tiers' profile counters stop being published.
+        // Code of this tier is current: lower tiers' profile counters stop being published,
+        // after what was counted up to now is (so no count is lost).
+        if t.compiled
+            .get(&(key.function, key.method))
+            .is_none_or(|ct| key.tier > *ct)
+        {
+            self.publish(now, tag);
+        }
+        let t = self.tenants.get_mut(&tag).expect("tenant present");
         let e = t.compiled.entry((key.function, key.method)).or_insert(key.tier);
         *e = (*e).max(key.tier);
         let tenant = t.tenant;
