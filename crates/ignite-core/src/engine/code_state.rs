@@ -63,6 +63,8 @@ pub(crate) struct Installed {
     pub(crate) class: ClassId,
     pub(crate) generation: u32,
     pub(crate) blob: [u8; 32],
+    pub(crate) compiler: NodeKey,
+    pub(crate) created_at: u64,
 }
 
 /// Manifests of one (key, class), by generation (the best manifest of each).

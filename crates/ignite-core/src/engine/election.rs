@@ -149,7 +149,7 @@ impl Engine {
         let cfg = self.config.code.clone();
         let me = self.tenants[&tag].node;
         let tenant = self.tenants[&tag].tenant;
-        let my_classes: BTreeSet<ClassId> = cfg.hardware.iter().map(|c| c.id()).collect();
+        let my_classes: BTreeSet<ClassId> = self.class_ids.iter().copied().collect();
         let eligible = {
             let t = &self.tenants[&tag];
             let excluded = |n: &NodeKey| t.banned.contains(n) || t.revocations.contains(n);
@@ -293,14 +293,7 @@ impl Engine {
     /// Claims an election and asks the host to compile.
     fn request_compile(&mut self, now: Timestamp, tag: TenantTag, election: Election) {
         let lease = self.config.code.lease_ms;
-        let Some(class) = self
-            .config
-            .code
-            .hardware
-            .iter()
-            .find(|c| c.id() == election.class)
-            .cloned()
-        else {
+        let Some(class) = self.own_class(&election.class).cloned() else {
             return;
         };
         let excluded = self.broken_assumptions(tag, &election.key);
@@ -457,7 +450,7 @@ impl Engine {
             }
         }
         for (m, h) in todo {
-            let Some(class) = cfg.hardware.iter().find(|c| c.id() == m.statement.class).cloned() else {
+            let Some(class) = self.own_class(&m.statement.class).cloned() else {
                 continue;
             };
             let t = self.tenants.get_mut(&tag).expect("tenant present");

@@ -22,7 +22,7 @@ impl Engine {
         let cfg = &self.config.code;
         let t = &self.tenants[&tag];
         let s = &m.statement;
-        if !cfg.hardware.iter().any(|c| c.id() == s.class && c.serves(s.key.tier)) {
+        if !self.own_class(&s.class).is_some_and(|c| c.serves(s.key.tier)) {
             return Err(Refusal::ClassNotRunnable);
         }
         if expired(s, now, self.config.code.manifest_ttl_ms) {
@@ -67,7 +67,7 @@ impl Engine {
     /// for: it is installed from these bytes, and stored once the code it replaces is
     /// unpinned.
     fn run_installs_with(&mut self, now: Timestamp, tag: TenantTag, fresh: Option<(&[u8; 32], &Arc<[u8]>)>) {
-        let prefs: Vec<ClassId> = self.config.code.hardware.iter().map(|c| c.id()).collect();
+        let prefs: Vec<ClassId> = self.class_ids.clone();
         let t = &self.tenants[&tag];
         // Current manifests grouped by key.
         let mut by_key: BTreeMap<CodeKey, Vec<Signed<Manifest>>> = BTreeMap::new();
@@ -92,7 +92,16 @@ impl Engine {
             let installed = self.tenants[&tag].code.installed.get(&slot).copied();
             match chosen {
                 Some(m) => {
-                    if installed.is_some_and(|i| i.manifest == m.hash()) {
+                    // The installed manifest: same class, generation, code, compiler and
+                    // signing time (cheaper than hashing the manifest on every pass).
+                    let s = &m.statement;
+                    if installed.is_some_and(|i| {
+                        i.class == s.class
+                            && i.generation == s.generation
+                            && i.blob == s.blob_hash
+                            && i.compiler == s.compiler
+                            && i.created_at == s.created_at.0
+                    }) {
                         continue;
                     }
                     wanted.insert(m.statement.blob_hash);
@@ -141,14 +150,7 @@ impl Engine {
         m: Signed<Manifest>,
         fresh: Option<(&[u8; 32], &Arc<[u8]>)>,
     ) {
-        let Some(class) = self
-            .config
-            .code
-            .hardware
-            .iter()
-            .find(|c| c.id() == m.statement.class)
-            .cloned()
-        else {
+        let Some(class) = self.own_class(&m.statement.class).cloned() else {
             return;
         };
         let t = self.tenants.get_mut(&tag).expect("tenant present");
@@ -174,6 +176,8 @@ impl Engine {
                 class: s.class,
                 generation: s.generation,
                 blob: s.blob_hash,
+                compiler: s.compiler,
+                created_at: s.created_at.0,
             },
         );
         // Code of this tier is current: lower tiers' profile counters stop being published,

@@ -222,6 +222,8 @@ pub struct Engine {
     by_topic: BTreeMap<TopicId, TenantTag>,
     outputs: VecDeque<Output>,
     seen_messages: SeenCache,
+    /// Ids of `config.code.hardware`, in the same order (computed once).
+    class_ids: Vec<crate::code::ClassId>,
     seen_deltas: SeenCache,
     verified_certs: SeenCache,
     rng: SplitMix64,
@@ -259,6 +261,12 @@ pub enum EngineError {
 }
 
 impl Engine {
+    /// This node's class with id `id` (one of `config.code.hardware`).
+    pub(crate) fn own_class(&self, id: &crate::code::ClassId) -> Option<&crate::code::HardwareClass> {
+        let i = self.class_ids.iter().position(|c| c == id)?;
+        self.config.code.hardware.get(i)
+    }
+
     /// A new engine for a node in `incarnation`. Use a new incarnation whenever the node
     /// starts without its previous state (e.g. the current time in ms, or a random number).
     pub fn new(config: Config, incarnation: crate::ids::Incarnation) -> Result<Engine, EngineError> {
@@ -266,6 +274,7 @@ impl Engine {
         Ok(Engine {
             rng: SplitMix64::new(config.seed ^ incarnation.0.rotate_left(17)),
             seen_messages: SeenCache::new(config.seen_cache),
+            class_ids: config.code.hardware.iter().map(|c| c.id()).collect(),
             seen_deltas: SeenCache::new(config.seen_cache),
             verified_certs: SeenCache::new(config.seen_cache),
             config,

@@ -383,12 +383,11 @@ impl Engine {
     pub(super) fn publish_presence(&mut self, now: Timestamp, tag: TenantTag) {
         let limits = self.config.code.limits;
         let classes: Vec<_> = self
-            .config
-            .code
-            .hardware
+            .class_ids
             .iter()
+            .zip(&self.config.code.hardware)
             .take(limits.max_classes)
-            .map(|c| (c.id(), c.tiers))
+            .map(|(id, c)| (*id, c.tiers))
             .collect();
         let load = self.load;
         let cfg = &self.config.code;
