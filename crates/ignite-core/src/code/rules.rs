@@ -18,22 +18,55 @@ use std::cmp::Ordering;
 
 /// The rendezvous score of `node` for an election: higher ranks better.
 pub fn score(tenant: &TenantId, election: &Election, node: &NodeKey) -> u64 {
+    score_with(&score_prefix(tenant, election), node)
+}
+
+/// The hasher state shared by every candidate's score in one election.
+fn score_prefix(tenant: &TenantId, election: &Election) -> blake3::Hasher {
     let mut h = blake3::Hasher::new_derive_key("ignite v1 rendezvous");
     h.update(&tenant.0);
     h.update(&postcard::to_allocvec(election).expect("election encodes"));
+    h
+}
+
+fn score_with(prefix: &blake3::Hasher, node: &NodeKey) -> u64 {
+    let mut h = prefix.clone();
     h.update(&node.0);
     u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
 /// `candidates` ordered best first for `election` (ties, which need a hash collision, by key).
 pub fn rank(tenant: &TenantId, election: &Election, candidates: impl IntoIterator<Item = NodeKey>) -> Vec<NodeKey> {
-    let mut scored: Vec<(u64, NodeKey)> = candidates
-        .into_iter()
-        .map(|n| (score(tenant, election, &n), n))
-        .collect();
+    let prefix = score_prefix(tenant, election);
+    let mut scored: Vec<(u64, NodeKey)> = candidates.into_iter().map(|n| (score_with(&prefix, &n), n)).collect();
     scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     scored.dedup_by(|a, b| a.1 == b.1);
     scored.into_iter().map(|(_, n)| n).collect()
+}
+
+/// The position of `me` in [`rank`] of `candidates` (`None` when not a candidate), without
+/// sorting: the number of distinct candidates ranked before it.
+pub fn position(
+    tenant: &TenantId,
+    election: &Election,
+    candidates: impl IntoIterator<Item = NodeKey>,
+    me: &NodeKey,
+) -> Option<usize> {
+    let prefix = score_prefix(tenant, election);
+    let mine = score_with(&prefix, me);
+    let mut found = false;
+    let mut before = std::collections::BTreeSet::new();
+    for n in candidates {
+        if n == *me {
+            found = true;
+            continue;
+        }
+        let s = score_with(&prefix, &n);
+        if s > mine || (s == mine && n < *me) {
+            before.insert(n);
+        }
+    }
+    found.then_some(before.len())
 }
 
 /// The election a manifest answers.
@@ -130,6 +163,23 @@ mod tests {
             },
             class: ClassId([1; 16]),
             generation: g,
+        }
+    }
+
+    #[test]
+    fn position_is_the_place_in_the_ranking() {
+        let tenant = TenantId([4; 32]);
+        let nodes: Vec<NodeKey> = (0..40u8).map(|i| NodeKey([i; 32])).collect();
+        for g in 1..6 {
+            let r = rank(&tenant, &election(g), nodes.iter().copied());
+            for (i, n) in r.iter().enumerate() {
+                let dup = nodes.iter().copied().chain([*n]);
+                assert_eq!(position(&tenant, &election(g), dup, n), Some(i));
+            }
+            assert_eq!(
+                position(&tenant, &election(g), nodes.iter().copied(), &NodeKey([99; 32])),
+                None
+            );
         }
     }
 

@@ -86,6 +86,9 @@ pub(crate) struct CodeState {
     pub(crate) attestations: BTreeMap<[u8; 32], BTreeMap<NodeKey, Signed<Attestation>>>,
     /// When this engine first saw each open election (its rank's turn counts from there).
     pub(crate) turns: BTreeMap<Election, Timestamp>,
+    /// This node's rank position per open election, with the digest of the eligible set
+    /// it was computed from.
+    pub(crate) positions: BTreeMap<Election, ([u8; 32], Option<usize>)>,
     /// Elections whose compile failed here: not claimed again before the time.
     pub(crate) failed: BTreeMap<Election, Timestamp>,
     pub(crate) pending: BTreeMap<CompileId, Pending>,
@@ -119,6 +122,7 @@ impl CodeState {
             by_hash: BTreeMap::new(),
             attestations: BTreeMap::new(),
             turns: BTreeMap::new(),
+            positions: BTreeMap::new(),
             failed: BTreeMap::new(),
             pending: BTreeMap::new(),
             attested: BTreeSet::new(),

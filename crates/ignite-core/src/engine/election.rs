@@ -158,6 +158,7 @@ impl Engine {
         let needed = self.tenants[&tag].code.needed_classes(now, &eligible);
         let mut open: BTreeSet<Election> = BTreeSet::new();
         let mut plans: Vec<Plan> = Vec::new();
+        let digests: BTreeMap<ClassId, [u8; 32]> = eligible.iter().map(|(c, m)| (*c, eligible_digest(m))).collect();
         for key in self.hot_keys(tag) {
             for class in needed
                 .iter()
@@ -168,11 +169,21 @@ impl Engine {
                     continue;
                 };
                 open.insert(election);
-                let ranking = rank(&tenant, &election, eligible.get(class).into_iter().flatten().copied());
-                let Some(pos) = ranking.iter().position(|n| *n == me) else {
+                // This node's rank position, cached while the class's eligible set is the same.
+                let members = eligible.get(class).map(Vec::as_slice).unwrap_or(&[]);
+                let digest = digests.get(class).copied().unwrap_or([0; 32]);
+                let t = self.tenants.get_mut(&tag).expect("tenant present");
+                let pos = match t.code.positions.get(&election) {
+                    Some((d, pos)) if *d == digest => *pos,
+                    _ => {
+                        let pos = rules::position(&tenant, &election, members.iter().copied(), &me);
+                        t.code.positions.insert(election, (digest, pos));
+                        pos
+                    }
+                };
+                let Some(pos) = pos else {
                     continue;
                 };
-                let t = self.tenants.get_mut(&tag).expect("tenant present");
                 let seen = *t.code.turns.entry(election).or_insert(now);
                 if t.code.pending.values().any(|p| p.election == election) || t.code.failed.contains_key(&election) {
                     continue;
@@ -204,6 +215,7 @@ impl Engine {
         }
         let t = self.tenants.get_mut(&tag).expect("tenant present");
         t.code.turns.retain(|e, _| open.contains(e));
+        t.code.positions.retain(|e, _| open.contains(e));
         self.cancel_superseded(now, tag, &open);
         for plan in plans {
             match plan {
@@ -614,4 +626,13 @@ impl Engine {
             })
             .unwrap_or_default()
     }
+}
+
+/// A digest of an eligible set (the key of cached rank positions).
+fn eligible_digest(members: &[NodeKey]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("ignite v1 eligible set");
+    for n in members {
+        h.update(&n.0);
+    }
+    *h.finalize().as_bytes()
 }
