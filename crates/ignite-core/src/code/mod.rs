@@ -132,6 +132,35 @@ pub struct CodeConfig {
     pub limits: CodeLimits,
 }
 
+impl CodeConfig {
+    /// A copy of every setting, with an empty class list.
+    pub(crate) fn clone_settings(c: &CodeConfig) -> CodeConfig {
+        CodeConfig {
+            hardware: Vec::new(),
+            presence_interval_ms: c.presence_interval_ms,
+            presence_ttl_ms: c.presence_ttl_ms,
+            max_presences_per_s: c.max_presences_per_s,
+            lease_ms: c.lease_ms,
+            tick_ms: c.tick_ms,
+            min_contributors: c.min_contributors,
+            min_attestations: c.min_attestations,
+            retire_min_nodes: c.retire_min_nodes,
+            recompile_backoff_ms: c.recompile_backoff_ms,
+            min_latency_samples: c.min_latency_samples,
+            manifest_ttl_ms: c.manifest_ttl_ms,
+            max_blob_bytes: c.max_blob_bytes,
+            blob_store_bytes: c.blob_store_bytes,
+            blob_store_count: c.blob_store_count,
+            blob_chunk_bytes: c.blob_chunk_bytes,
+            fetch_timeout_ms: c.fetch_timeout_ms,
+            fetch_attempts: c.fetch_attempts,
+            max_members: c.max_members,
+            max_manifest_keys: c.max_manifest_keys,
+            limits: c.limits,
+        }
+    }
+}
+
 impl Default for CodeConfig {
     fn default() -> CodeConfig {
         CodeConfig {

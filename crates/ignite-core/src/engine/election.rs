@@ -146,7 +146,7 @@ impl Engine {
     }
 
     fn run_elections(&mut self, now: Timestamp, tag: TenantTag) {
-        let cfg = self.config.code.clone();
+        let cfg = self.code_settings();
         let me = self.tenants[&tag].node;
         let tenant = self.tenants[&tag].tenant;
         let my_classes: BTreeSet<ClassId> = self.class_ids.iter().copied().collect();
@@ -421,7 +421,7 @@ impl Engine {
         if need == 0 {
             return;
         }
-        let cfg = self.config.code.clone();
+        let cfg = self.code_settings();
         let t = &self.tenants[&tag];
         let me = t.node;
         let tenant = t.tenant;
@@ -513,7 +513,7 @@ impl Engine {
         code: CompiledCode,
     ) -> Result<[u8; 32], CompileError> {
         let tag = self.tag_of(tenant).ok_or(CompileError::UnknownRequest)?;
-        let cfg = self.config.code.clone();
+        let cfg = self.code_settings();
         let t = self.tenants.get_mut(&tag).expect("tenant present");
         let pending = t.code.pending.remove(&id).ok_or(CompileError::UnknownRequest)?;
         let size = code.bytes.len() as u64;

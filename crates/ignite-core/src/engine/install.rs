@@ -68,30 +68,36 @@ impl Engine {
     /// unpinned.
     fn run_installs_with(&mut self, now: Timestamp, tag: TenantTag, fresh: Option<(&[u8; 32], &Arc<[u8]>)>) {
         let prefs: Vec<ClassId> = self.class_ids.clone();
-        let t = &self.tenants[&tag];
-        // Current manifests grouped by key.
-        let mut by_key: BTreeMap<CodeKey, Vec<Signed<Manifest>>> = BTreeMap::new();
-        for ((key, _), gens) in &t.code.manifests {
-            if let Some((_, m)) = gens.last_key_value() {
-                by_key.entry(*key).or_default().push(m.clone());
+        let pref = |c: &ClassId| prefs.iter().position(|p| p == c).unwrap_or(usize::MAX);
+        // Current (class, generation) per key, in this node's class preference order:
+        // manifests are cloned only when one is refused or installed.
+        let mut by_key: BTreeMap<CodeKey, Vec<(ClassId, u32)>> = BTreeMap::new();
+        for ((key, class), gens) in &self.tenants[&tag].code.manifests {
+            if let Some((g, _)) = gens.last_key_value() {
+                by_key.entry(*key).or_default().push((*class, *g));
             }
         }
         let mut wanted: BTreeSet<[u8; 32]> = BTreeSet::new();
         for (key, mut currents) in by_key {
-            let pref = |c: &ClassId| prefs.iter().position(|p| p == c).unwrap_or(usize::MAX);
-            currents.sort_by_key(|m| pref(&m.statement.class));
+            currents.sort_by_key(|(c, _)| pref(c));
             let mut chosen = None;
-            for m in currents {
-                match self.install_check(now, tag, &m) {
-                    Ok(()) if chosen.is_none() => chosen = Some(m),
+            let mut refused = Vec::new();
+            for (class, g) in currents {
+                let m = &self.tenants[&tag].code.manifests[&(key, class)][&g];
+                match self.install_check(now, tag, m) {
+                    Ok(()) if chosen.is_none() => chosen = Some((class, g)),
                     Ok(()) => {}
-                    Err(reason) => self.refuse(tag, &m, reason),
+                    Err(reason) => refused.push((m.clone(), reason)),
                 }
+            }
+            for (m, reason) in refused {
+                self.refuse(tag, &m, reason);
             }
             let slot = (key.function, key.method, key.tier);
             let installed = self.tenants[&tag].code.installed.get(&slot).copied();
             match chosen {
-                Some(m) => {
+                Some((class, g)) => {
+                    let m = &self.tenants[&tag].code.manifests[&(key, class)][&g];
                     // The installed manifest: same class, generation, code, compiler and
                     // signing time (cheaper than hashing the manifest on every pass).
                     let s = &m.statement;
@@ -104,7 +110,8 @@ impl Engine {
                     }) {
                         continue;
                     }
-                    wanted.insert(m.statement.blob_hash);
+                    wanted.insert(s.blob_hash);
+                    let m = m.clone();
                     self.install_or_fetch(now, tag, m, fresh);
                 }
                 None => {
@@ -116,12 +123,15 @@ impl Engine {
         }
         let t = self.tenants.get_mut(&tag).expect("tenant present");
         // Transfers for re-promotion are kept too.
-        let keep: BTreeSet<[u8; 32]> = t
-            .code
-            .manifests
-            .values()
-            .flat_map(|g| g.values().map(|m| m.statement.blob_hash))
-            .collect();
+        let keep: BTreeSet<[u8; 32]> = if t.code.transfers.is_empty() && fresh.is_none() {
+            BTreeSet::new()
+        } else {
+            t.code
+                .manifests
+                .values()
+                .flat_map(|g| g.values().map(|m| m.statement.blob_hash))
+                .collect()
+        };
         t.code.transfers.retain(|h, _| wanted.contains(h) || keep.contains(h));
         let pinned: BTreeSet<[u8; 32]> = t.code.installed.values().map(|i| i.blob).collect();
         t.code.blobs.set_pinned(&pinned);
@@ -235,7 +245,7 @@ impl Engine {
     /// Advances blob transfers: a request unanswered within the timeout moves to the next
     /// peer (relays of the manifest first, then the tenant's peers in a seeded order).
     pub(super) fn run_transfers(&mut self, now: Timestamp, tag: TenantTag) {
-        let cfg = self.config.code.clone();
+        let cfg = self.code_settings();
         let hashes: Vec<[u8; 32]> = self.tenants[&tag].code.transfers.keys().copied().collect();
         for hash in hashes {
             let t = &self.tenants[&tag];
@@ -337,7 +347,7 @@ impl Engine {
         size: u64,
         data: &[u8],
     ) {
-        let cfg = self.config.code.clone();
+        let cfg = self.code_settings();
         let t = self.tenants.get_mut(&tag).expect("tenant present");
         let Some(tr) = t.code.transfers.get_mut(&hash) else {
             self.stats.sync_ignored += 1;

@@ -261,6 +261,12 @@ pub enum EngineError {
 }
 
 impl Engine {
+    /// A copy of the code configuration without its class list (cheap: hot paths need the
+    /// settings, and the classes through [`Engine::own_class`]).
+    pub(crate) fn code_settings(&self) -> crate::code::CodeConfig {
+        crate::code::CodeConfig::clone_settings(&self.config.code)
+    }
+
     /// This node's class with id `id` (one of `config.code.hardware`).
     pub(crate) fn own_class(&self, id: &crate::code::ClassId) -> Option<&crate::code::HardwareClass> {
         let i = self.class_ids.iter().position(|c| c == id)?;
