@@ -100,9 +100,9 @@ pub struct ScaleResult {
     pub ns_excess_warm: f64,
     /// Publish compiles per (method, tier, class) compiled.
     pub compiles_per_key_mean: f64,
-    /// Messages sent per peer per simulated second.
+    /// Messages sent per peer per simulated second while invocations ran.
     pub msgs_per_peer_per_s: f64,
-    /// Bytes sent per peer per simulated second.
+    /// Bytes sent per peer per simulated second while invocations ran.
     pub bytes_per_peer_per_s: f64,
     /// Largest engine state of a peer at the end, bytes.
     pub state_bytes_per_peer_max: u64,
@@ -122,6 +122,11 @@ pub struct ScaleResult {
     pub opens: u64,
     /// Decryptions answered from the shared results.
     pub opens_reused: u64,
+    /// Messages and bytes per peer per second, by kind (gossip RPC kind, or `direct` for
+    /// anti-entropy and blob transfer).
+    pub by_kind_per_peer_per_s: BTreeMap<String, (f64, f64)>,
+    /// Engine messages published (deltas, presence, claims, manifests) per peer per second.
+    pub published_per_peer_per_s: f64,
 }
 
 const INVOKE: u64 = 1;
@@ -243,6 +248,8 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
     let t2 = c.thresholds.tier2;
     let mut last_invoke_us = t0;
     let mut end_us = u64::MAX;
+    // Traffic while invocations ran (rates exclude the quiet period).
+    let mut during = None;
     loop {
         if world.queue.peek_time().is_none_or(|t| t > end_us) {
             break;
@@ -291,10 +298,12 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
             world.queue.push(at, Ev::Scenario { peer, tag: INVOKE });
         } else {
             end_us = world.now_us + c.settle_ms * 1_000;
+            during = Some(world.traffic.clone());
         }
     }
     progress(done);
     let sim_seconds = (world.now_us - t0) as f64 / 1e6;
+    let during = during.unwrap_or_else(|| world.traffic.clone());
     let traffic_seconds = ((last_invoke_us - t0) as f64 / 1e6).max(1e-9);
 
     // The floor.
@@ -347,8 +356,8 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
         ns_warm_invocations: ns_warm,
         ns_excess_warm: ns_warm as f64 / warm_min.max(1.0),
         compiles_per_key_mean,
-        msgs_per_peer_per_s: world.traffic.messages as f64 / n / traffic_seconds,
-        bytes_per_peer_per_s: world.traffic.bytes as f64 / n / traffic_seconds,
+        msgs_per_peer_per_s: during.messages as f64 / n / traffic_seconds,
+        bytes_per_peer_per_s: during.bytes as f64 / n / traffic_seconds,
         state_bytes_per_peer_max: world.engines.iter().map(|e| e.state_bytes() as u64).max().unwrap_or(0),
         dissemination_hops_p99: hops_p99,
         lost_unpublished: 0,
@@ -358,6 +367,17 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
         signatures_reused: reused_v,
         opens,
         opens_reused: reused_o,
+        by_kind_per_peer_per_s: during
+            .by_kind
+            .iter()
+            .map(|(k, (m, b))| {
+                (
+                    k.to_string(),
+                    (*m as f64 / n / traffic_seconds, *b as f64 / n / traffic_seconds),
+                )
+            })
+            .collect(),
+        published_per_peer_per_s: during.published as f64 / n / traffic_seconds,
     })
 }
 

@@ -94,6 +94,8 @@ pub struct Traffic {
     pub hops: BTreeMap<u32, u64>,
     /// Messages lost or blocked by the network.
     pub dropped: u64,
+    /// Messages and bytes sent, by kind (gossip RPC kind, or `direct`).
+    pub by_kind: BTreeMap<&'static str, (u64, u64)>,
 }
 
 /// A published message: its bytes, topic and the hop count per receiver so far.
@@ -260,6 +262,16 @@ impl World {
             let bytes = payload + s.wire.control_bytes();
             self.traffic.messages += 1;
             self.traffic.bytes += bytes;
+            let kind = match &s.wire {
+                Wire::Publish { .. } => "publish",
+                Wire::IHave { .. } => "ihave",
+                Wire::IWant { .. } => "iwant",
+                Wire::Graft { .. } => "graft",
+                Wire::Prune { .. } => "prune",
+            };
+            let k = self.traffic.by_kind.entry(kind).or_insert((0, 0));
+            k.0 += 1;
+            k.1 += bytes;
             let to = s.to;
             match self.net.delay_us(self.now_us, s.from, to, bytes, &mut self.rng) {
                 Delivery::At(times) => {
@@ -275,6 +287,9 @@ impl World {
     fn send_direct(&mut self, from: u32, to: u32, bytes: Arc<[u8]>) {
         self.traffic.messages += 1;
         self.traffic.bytes += bytes.len() as u64;
+        let k = self.traffic.by_kind.entry("direct").or_insert((0, 0));
+        k.0 += 1;
+        k.1 += bytes.len() as u64;
         match self
             .net
             .delay_us(self.now_us, from, to, bytes.len() as u64, &mut self.rng)

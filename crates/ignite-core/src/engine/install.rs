@@ -190,17 +190,9 @@ impl Engine {
                 created_at: s.created_at.0,
             },
         );
-        // Code of this tier is current: lower tiers' profile counters stop being published,
-        // after what was counted up to now is (so no count is lost).
-        if t.compiled
-            .get(&(key.function, key.method))
-            .is_none_or(|ct| key.tier > *ct)
-        {
-            self.publish(now, tag);
-        }
-        let t = self.tenants.get_mut(&tag).expect("tenant present");
-        let e = t.compiled.entry((key.function, key.method)).or_insert(key.tier);
-        *e = (*e).max(key.tier);
+        // Code of this tier is current: lower tiers' profile counters stop being published
+        // after the next publication (which carries what was counted until then).
+        t.compiled_pending.push((key.function, key.method, key.tier));
         let tenant = t.tenant;
         // Announce the new installed set soon, for schedulers and attesters.
         t.code.next_presence = t.code.next_presence.min(now.plus_ms(self.config.code.tick_ms));

@@ -207,6 +207,14 @@ impl Engine {
         }
         self.check_thresholds(tag, &mut touched);
         let t = self.tenants.get_mut(&tag).expect("tenant present");
+        // Tiers installed since the last publication become current now that the counts
+        // recorded below them are out.
+        for (f, m, tier) in std::mem::take(&mut t.compiled_pending) {
+            if t.code.installed.contains_key(&(f, m, tier)) {
+                let e = t.compiled.entry((f, m)).or_insert(tier);
+                *e = (*e).max(tier);
+            }
+        }
         let members = t.members();
         let interval = self
             .config

@@ -37,6 +37,9 @@ pub(crate) struct TenantState {
     /// Own counts restored from a snapshot, added to the recorder's.
     pub(crate) base: BTreeMap<(FunctionId, CounterKey), u64>,
     pub(crate) compiled: BTreeMap<(FunctionId, MethodId), Tier>,
+    /// Code installed since the last publication: its tier becomes `compiled` right after
+    /// the next publication, so the lower-tier counts recorded until then are published.
+    pub(crate) compiled_pending: Vec<(FunctionId, MethodId, Tier)>,
     pub(crate) deployments: BTreeMap<[u8; 16], [u8; 32]>,
     pub(crate) peers: BTreeSet<Peer>,
     pub(crate) activity: BTreeMap<NodeKey, Timestamp>,
@@ -108,6 +111,7 @@ impl TenantState {
             own: BTreeMap::new(),
             base: BTreeMap::new(),
             compiled: BTreeMap::new(),
+            compiled_pending: Vec::new(),
             deployments: BTreeMap::new(),
             peers: BTreeSet::new(),
             activity: BTreeMap::new(),
