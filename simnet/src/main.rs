@@ -38,6 +38,14 @@ enum Command {
         /// Interval between a peer's profile publications, ms.
         #[arg(long, default_value_t = 1_000)]
         sync_interval_ms: u64,
+        /// Quiet time after the last invocation, for convergence, ms [default: 30,000;
+        /// 180,000 with --faults, as anti-entropy repairs 30% loss in rounds of 10 s].
+        #[arg(long)]
+        settle_ms: Option<u64>,
+        /// Network faults: 30% loss, 5% duplication, reordering, a partition of one zone
+        /// that heals after 20 s (churn is not simulated yet).
+        #[arg(long)]
+        faults: bool,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -59,9 +67,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             out,
             invocations,
             sync_interval_ms,
+            faults,
+            settle_ms,
             quiet,
         } => {
             let mut c = ScaleConfig::new(peers, seed);
+            c.faults = faults;
+            c.settle_ms = settle_ms.unwrap_or(if faults { 180_000 } else { 30_000 });
             c.invocations = invocations;
             c.sync_interval_ms = sync_interval_ms;
             let started = Instant::now();
@@ -86,6 +98,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             )?;
             println!("{}", serde_json::to_string_pretty(&r)?);
             println!("wall {wall_s:.1} s; results in {}", out.display());
+            // Checkers: a failing one makes the run fail.
+            let max_compiles = if faults { 2.0 } else { 1.01 };
+            if !r.totals_exact {
+                return Err("checker failed: merged totals differ from the recorded totals".into());
+            }
+            if r.compiles_per_key_mean > max_compiles {
+                return Err(format!("checker failed: {} compiles per key", r.compiles_per_key_mean).into());
+            }
         }
     }
     Ok(())

@@ -10,7 +10,7 @@
 //! stream: every peer runs `min(its calls of k, T)` warm itself.
 
 use crate::gossip::GossipConfig;
-use crate::net::NetConfig;
+use crate::net::{NetConfig, Partition, PeerSet};
 use crate::rng::{Rng, Zipf};
 use crate::world::{Ev, Step, World, ms};
 use ignite_core::code::{CodeConfig, CompiledCode, HardwareClass};
@@ -52,6 +52,9 @@ pub struct ScaleConfig {
     pub net: NetConfig,
     /// Gossip mesh.
     pub gossip: GossipConfig,
+    /// Network faults: 30% loss, 5% duplication, reordering jitter and a partition of zone 0
+    /// from the other zones that heals (churn is not simulated yet).
+    pub faults: bool,
 }
 
 impl ScaleConfig {
@@ -75,6 +78,7 @@ impl ScaleConfig {
             settle_ms: 30_000,
             net: NetConfig::default(),
             gossip: GossipConfig::default(),
+            faults: false,
         }
     }
 }
@@ -193,7 +197,24 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
         let t = usize::from(req.key.tier.0.clamp(1, 2)) - 1;
         (sim_code(req, code_bytes), compile_ms[t] * 1_000)
     });
-    let mut world = World::new(c.seed, configs, c.net.clone(), c.gossip.clone(), compiler)?;
+    let mut net = c.net.clone();
+    if c.faults {
+        net.loss = 0.3;
+        net.duplicate = 0.05;
+        net.reorder_jitter_us = 5_000.0;
+    }
+    let mut world = World::new(c.seed, configs, net, c.gossip.clone(), compiler)?;
+    if c.faults {
+        // Zone 0 is cut off both ways from 5 s to 25 s after traffic starts.
+        let start = 3 * world.heartbeat_us() + 5_000_000;
+        world.net.add_partition(Partition {
+            from: PeerSet::Zones(vec![0]),
+            to: PeerSet::Zones((1..c.net.zones.max(2)).collect()),
+            start_us: start,
+            heal_us: start + 20_000_000,
+            both_ways: true,
+        });
+    }
     let shape = MethodShape::default();
     let mut rts = Vec::new();
     for i in 0..c.peers {

@@ -39,3 +39,17 @@ fn same_seed_gives_byte_identical_results_and_exact_totals() {
     // Each unique signature was verified once and reused by the other engines.
     assert!(r.signatures_reused > r.signatures_verified, "{r:?}");
 }
+
+#[test]
+fn faults_keep_totals_exact_and_compiles_bounded() {
+    let mut c = small(7);
+    c.faults = true;
+    c.settle_ms = 180_000;
+    let r = run(&c, |_| {}).expect("runs");
+    assert!(
+        r.totals_exact,
+        "anti-entropy repairs 30% loss and a healed partition: {r:?}"
+    );
+    assert!(r.compiles_per_key_mean <= 2.0, "{r:?}");
+    assert!(r.compiles_per_key_mean >= 1.0, "{r:?}");
+}
