@@ -75,6 +75,8 @@ pub(crate) struct CodeState {
     pub(crate) members: BTreeMap<NodeKey, Member>,
     pub(crate) presence_seq: u64,
     pub(crate) next_presence: Timestamp,
+    /// When this node last announced its presence.
+    pub(crate) last_presence: Timestamp,
     pub(crate) next_tick: Timestamp,
     /// When the engine joined the tenant: it claims nothing before it has heard one round of
     /// presences, so that it does not rank itself first in a fleet it cannot see yet.
@@ -115,6 +117,7 @@ impl CodeState {
             members: BTreeMap::new(),
             presence_seq: 0,
             next_presence: now,
+            last_presence: Timestamp(0),
             next_tick: now,
             joined_at: now,
             claims: BTreeMap::new(),

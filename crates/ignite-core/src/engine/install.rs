@@ -195,7 +195,12 @@ impl Engine {
         t.compiled_pending.push((key.function, key.method, key.tier));
         let tenant = t.tenant;
         // Announce the new installed set soon, for schedulers and attesters.
-        t.code.next_presence = t.code.next_presence.min(now.plus_ms(self.config.code.tick_ms));
+        // (At most one extra announcement per quarter presence interval: a burst of installs
+        // is announced together.)
+        let soon = now
+            .plus_ms(self.config.code.tick_ms)
+            .max(t.code.last_presence.plus_ms(self.config.code.presence_interval_ms / 4));
+        t.code.next_presence = t.code.next_presence.min(soon);
         self.stats.installs += 1;
         tracing::info!(generation = m.statement.generation, tier = key.tier.0, "code installed");
         self.outputs.push_back(Output::Event(Event::Install(Box::new(Install {

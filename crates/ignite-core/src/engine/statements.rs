@@ -447,6 +447,7 @@ impl Engine {
             },
         );
         t.code.next_presence = now.plus_ms(interval);
+        t.code.last_presence = now;
         self.publish_body(tag, &Body::Presence(Box::new(signed)));
     }
 }
