@@ -179,6 +179,9 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
         configs.push(Config {
             seed: c.seed ^ u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             publish_floor_ms: c.sync_interval_ms,
+            // The mesh drops duplicates before the engine sees them; the engine's own
+            // caches of seen messages need not span minutes of fleet traffic.
+            seen_cache: 8_192,
             thresholds: c.thresholds,
             recorder: RecorderConfig {
                 shards: 1,

@@ -102,7 +102,12 @@ pub struct Traffic {
 struct Published {
     bytes: Arc<[u8]>,
     topic: TopicIdx,
+    at_us: u64,
 }
+
+/// How long published bytes are kept: past the gossip duplicate window (60 s) every copy
+/// still in flight is a duplicate the mesh drops.
+const KEEP_MESSAGES_US: u64 = 120_000_000;
 
 /// A compile the scenario's host model answers.
 pub type Compiler = Box<dyn FnMut(&CompileRequest) -> (CompiledCode, u64)>;
@@ -131,7 +136,9 @@ pub struct World {
     pub compiles: Vec<(u32, ignite_core::CodeKey, ignite_core::ClassId, u32)>,
     rng: Rng,
     topics: BTreeMap<TopicId, TopicIdx>,
-    messages: Vec<Published>,
+    /// Published messages still kept, the first one with id `first_message`.
+    messages: std::collections::VecDeque<Published>,
+    first_message: u64,
     /// Earliest timer scheduled per peer (avoids flooding the queue with duplicates).
     timer_at: Vec<Option<u64>>,
     compiler: Compiler,
@@ -161,7 +168,8 @@ impl World {
         gossip: GossipConfig,
         compiler: Compiler,
     ) -> Result<World, ignite_core::EngineError> {
-        let shared = SharedChecks::new(1 << 20);
+        // Results are reused while a message spreads (seconds): a few minutes of fleet traffic.
+        let shared = SharedChecks::new((configs.len() * 512).max(8_192));
         let n = configs.len();
         let mut engines = Vec::with_capacity(n);
         for mut c in configs {
@@ -182,7 +190,8 @@ impl World {
             compiles: Vec::new(),
             rng: Rng::new(seed).child(0x0077_6f72_6c64),
             topics: BTreeMap::new(),
-            messages: Vec::new(),
+            messages: std::collections::VecDeque::new(),
+            first_message: 0,
             timer_at: vec![None; n],
             compiler,
             heartbeat_us,
@@ -197,6 +206,11 @@ impl World {
         let mut r = self.rng.child(u64::from(peer) << 8 | 1);
         let sends = self.gossip.subscribe(self.now_us, peer, idx, &mut || r.next_u64());
         self.send_frames(sends);
+    }
+
+    fn message(&self, id: u64) -> Option<&Published> {
+        self.messages
+            .get(usize::try_from(id.checked_sub(self.first_message)?).ok()?)
     }
 
     /// Gossip heartbeat interval, µs.
@@ -256,7 +270,7 @@ impl World {
     fn send_frames(&mut self, sends: Vec<GossipSend>) {
         for s in sends {
             let payload = match &s.wire {
-                Wire::Publish { id, .. } => self.messages[*id as usize].bytes.len() as u64,
+                Wire::Publish { id, .. } => self.message(*id).map_or(0, |m| m.bytes.len() as u64),
                 _ => 0,
             };
             let bytes = payload + s.wire.control_bytes();
@@ -318,11 +332,20 @@ impl World {
             match out {
                 Output::Publish { topic, bytes } => {
                     let Some(&idx) = self.topics.get(&topic) else { continue };
-                    let id = self.messages.len() as u64;
-                    self.messages.push(Published {
+                    let id = self.first_message + self.messages.len() as u64;
+                    self.messages.push_back(Published {
                         bytes: bytes.into(),
                         topic: idx,
+                        at_us: self.now_us,
                     });
+                    while self
+                        .messages
+                        .front()
+                        .is_some_and(|m| m.at_us + KEEP_MESSAGES_US < self.now_us)
+                    {
+                        self.messages.pop_front();
+                        self.first_message += 1;
+                    }
                     self.traffic.published += 1;
                     self.remember_hops(peer, id, 0);
                     let mut r = self.rng.child(0x7075_6200_0000_0000 | id);
@@ -395,7 +418,10 @@ impl World {
                         *self.traffic.hops.entry(u32::from(h)).or_insert(0) += 1;
                         self.remember_hops(to, id, h);
                     }
-                    let m = &self.messages[id as usize];
+                    let Some(m) = self.message(id) else {
+                        self.send_frames(received.sends);
+                        return Step::Handled;
+                    };
                     let topic = self.topics.iter().find(|(_, i)| **i == m.topic).map(|(t, _)| t.clone());
                     let bytes = m.bytes.clone();
                     let e = &mut self.engines[to as usize];
