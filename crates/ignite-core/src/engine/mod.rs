@@ -17,6 +17,7 @@ pub use code_state::{CompileUnit, FunctionPolicy};
 pub use config::{Config, ConfigError, Thresholds};
 pub use events::{DropReason, Event};
 pub use shared::SharedChecks;
+pub(crate) use shared::shared_key;
 pub use snapshot::SnapshotError;
 
 use crate::code::Refusal;
@@ -781,16 +782,6 @@ impl Engine {
 }
 
 /// Re-exported for the thresholds check.
-/// The key of a check result in [`SharedChecks`]: the kind of check and the hash of
-/// everything it covers.
-pub(crate) fn shared_key(kind: &[u8], hash: &[u8; 32]) -> [u8; 32] {
-    *blake3::Hasher::new_derive_key("ignite v1 shared check")
-        .update(kind)
-        .update(hash)
-        .finalize()
-        .as_bytes()
-}
-
 pub(crate) fn tier_threshold(th: &Thresholds, tier: Tier) -> Option<u64> {
     match tier.0 {
         1 => Some(th.tier1),

@@ -93,3 +93,13 @@ impl SharedChecks {
         (g.verifications, g.opens)
     }
 }
+
+/// The key of a check result in [`SharedChecks`]: the kind of check and the hash of
+/// everything it covers.
+pub(crate) fn shared_key(kind: &[u8], hash: &[u8; 32]) -> [u8; 32] {
+    *blake3::Hasher::new_derive_key("ignite v1 shared check")
+        .update(kind)
+        .update(hash)
+        .finalize()
+        .as_bytes()
+}
