@@ -11,4 +11,5 @@ pub mod queue;
 pub mod report;
 pub mod rng;
 pub mod scale;
+pub mod sweep;
 pub mod world;

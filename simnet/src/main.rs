@@ -50,6 +50,26 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// The sync-interval sweep: the scale scenario (with fewer invocations) at several
+    /// profile publication intervals. Writes DIR/sweep.json, DIR/sweep.csv and the plots
+    /// DIR/sweep_hot.svg (share of executions at tier 2) and DIR/sweep_bytes.svg.
+    Sweep {
+        /// Number of peers.
+        #[arg(long, default_value_t = 30)]
+        peers: u32,
+        /// Seed of every random draw.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output directory.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// Function invocations per run, fleet-wide.
+        #[arg(long, default_value_t = 30_000)]
+        invocations: u64,
+        /// Publication intervals to run, ms.
+        #[arg(long, value_delimiter = ',', default_value = "250,500,1000,2000,5000,10000")]
+        intervals: Vec<u64>,
+    },
 }
 
 #[derive(Serialize)]
@@ -106,6 +126,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             if r.compiles_per_key_mean > max_compiles {
                 return Err(format!("checker failed: {} compiles per key", r.compiles_per_key_mean).into());
             }
+        }
+        Command::Sweep {
+            peers,
+            seed,
+            out,
+            invocations,
+            intervals,
+        } => {
+            let mut c = ScaleConfig::new(peers, seed);
+            c.invocations = invocations;
+            let bar = ProgressBar::new(intervals.len() as u64);
+            bar.set_style(ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:40}] {pos}/{len} runs (eta {eta})",
+            )?);
+            let points = ignite_simnet::sweep::sweep(&c, &intervals, &out, |done, _| bar.set_position(done as u64))?;
+            bar.finish_and_clear();
+            println!(
+                "{:>10} {:>12} {:>12} {:>14}",
+                "interval", "hot share", "excess warm", "bytes/peer/s"
+            );
+            for p in &points {
+                println!(
+                    "{:>8}ms {:>12.4} {:>12.3} {:>14.0}",
+                    p.sync_interval_ms, p.hot_fraction, p.excess_warm, p.bytes_per_peer_per_s
+                );
+            }
+            println!("results in {}", out.display());
         }
     }
     Ok(())

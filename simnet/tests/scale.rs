@@ -53,3 +53,24 @@ fn faults_keep_totals_exact_and_compiles_bounded() {
     assert!(r.compiles_per_key_mean <= 2.0, "{r:?}");
     assert!(r.compiles_per_key_mean >= 1.0, "{r:?}");
 }
+
+#[test]
+fn sweep_writes_its_files_and_shorter_intervals_cost_more_bytes() {
+    let dir = std::env::temp_dir().join(format!("ignite-sweep-{}", std::process::id()));
+    let points = ignite_simnet::sweep::sweep(&small(9), &[500, 4_000], &dir, |_, _| {}).expect("sweep");
+    assert_eq!(points.len(), 2);
+    assert!(
+        points
+            .iter()
+            .all(|p| p.totals_exact && p.hot_fraction > 0.0 && p.hot_fraction < 1.0)
+    );
+    assert!(
+        points[0].bytes_per_peer_per_s > points[1].bytes_per_peer_per_s,
+        "{points:?}"
+    );
+    for f in ["sweep.json", "sweep.csv", "sweep_hot.svg", "sweep_bytes.svg"] {
+        let bytes = std::fs::read(dir.join(f)).expect(f);
+        assert!(!bytes.is_empty(), "{f}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
