@@ -117,7 +117,7 @@ impl BlobStore {
     }
 }
 
-/// Why a chunk was not accepted by a [`Transfer`].
+/// Why a chunk of a blob transfer was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkError {
     /// The sender announced another size than the manifest.

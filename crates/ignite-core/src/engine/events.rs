@@ -78,7 +78,7 @@ pub enum Event {
         required: usize,
     },
     /// This node was elected: compile, then answer with
-    /// [`Engine::compiled`] (or [`Engine::compile_failed`]).
+    /// [`Engine::compiled`](crate::Engine::compiled) (or [`Engine::compile_failed`](crate::Engine::compile_failed)).
     Compile(Box<CompileRequest>),
     /// A compile request is no longer wanted (another node's code arrived, or a better-ranked
     /// node claimed the same election). An answer to it is refused.

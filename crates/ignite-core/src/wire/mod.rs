@@ -111,7 +111,7 @@ pub struct Envelope<'a> {
     pub tenant: TenantTag,
     /// Group-key epoch used to seal.
     pub epoch: u32,
-    /// Synthetic nonce (see [`seal`](self::seal)).
+    /// Synthetic nonce (see the `seal` module).
     pub nonce: [u8; 24],
     /// Ciphertext with tag.
     #[serde(borrow)]
