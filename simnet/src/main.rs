@@ -96,6 +96,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             c.settle_ms = settle_ms.unwrap_or(if faults { 180_000 } else { 30_000 });
             c.invocations = invocations;
             c.sync_interval_ms = sync_interval_ms;
+            // Wall time is reported in run.json only; the simulation itself reads no clock
+            // (scale.json is byte-identical per seed).
             let started = Instant::now();
             let bar = if quiet {
                 ProgressBar::hidden()

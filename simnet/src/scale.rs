@@ -138,7 +138,7 @@ const INVOKE: u64 = 1;
 /// Deterministic compiled bytes for a request (the simulated host compiler).
 fn sim_code(req: &ignite_core::code::CompileRequest, size: usize) -> CompiledCode {
     let mut h = blake3::Hasher::new_derive_key("ignite simnet code");
-    h.update(&postcard_key(req));
+    h.update(&request_bytes(req));
     let mut bytes = vec![0u8; size];
     h.finalize_xof().fill(&mut bytes);
     CompiledCode {
@@ -147,7 +147,8 @@ fn sim_code(req: &ignite_core::code::CompileRequest, size: usize) -> CompiledCod
     }
 }
 
-fn postcard_key(req: &ignite_core::code::CompileRequest) -> Vec<u8> {
+/// What identifies a compile: key, class and generation (the code depends on nothing else).
+fn request_bytes(req: &ignite_core::code::CompileRequest) -> Vec<u8> {
     let mut v = Vec::new();
     v.extend_from_slice(&req.key.function.code);
     v.extend_from_slice(&req.key.method.0.to_le_bytes());

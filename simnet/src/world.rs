@@ -461,9 +461,4 @@ impl World {
         });
         (self.shared.work(), reused)
     }
-
-    /// The tenant every engine of the world serves first (scenarios with one tenant).
-    pub fn tenant_of(&self, peer: u32) -> Option<TenantId> {
-        self.engines[peer as usize].tenants().next().map(|(t, _)| t)
-    }
 }
