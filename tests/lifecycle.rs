@@ -6,7 +6,8 @@ mod common;
 use common::{T0, creds, engine, function, publishes, tenant};
 use ignite::harness::Cluster;
 use ignite::{
-    Config, Counter, DropReason, Engine, Event, Incarnation, MethodId, MethodShape, Output, Roles, SnapshotError, Tier,
+    Config, Counter, CounterKey, DropReason, Engine, Event, Incarnation, MethodId, MethodKey, MethodShape, Output,
+    Roles, SnapshotError, Tier,
 };
 
 #[test]
@@ -243,4 +244,77 @@ fn corrupt_snapshot_is_a_clear_error() {
     forged.extend_from_slice(blake3::hash(&payload).as_bytes());
     forged.extend_from_slice(&payload);
     assert!(matches!(Engine::restore(cfg(), &forged), Err(SnapshotError::Decode(_))));
+}
+
+#[test]
+fn unpublished_lists_what_a_crash_would_lose() {
+    let (root, secrets) = tenant(1);
+    let f = function("lose");
+    let mut a = engine(1, 1);
+    let (rec, _) = a.join_tenant(T0, creds(&root, &secrets, 1, Roles::ALL)).unwrap();
+    let p = rec.method(f, MethodId(2), Tier(0), MethodShape::default()).unwrap();
+    assert!(a.unpublished(&root.id()).is_empty());
+    p.record_invocations(7);
+    let key = |t: u8| CounterKey {
+        method: MethodId(2),
+        tier: Tier(t),
+        counter: Counter::Invocations,
+    };
+    assert_eq!(a.unpublished(&root.id()).get(&(f, key(0))), Some(&7));
+    a.flush(T0);
+    assert!(a.unpublished(&root.id()).is_empty(), "published: nothing left to lose");
+    p.record_invocations(3);
+    assert_eq!(a.unpublished(&root.id()).get(&(f, key(0))), Some(&3));
+    // Another tenant's view is empty.
+    let (other, _) = tenant(2);
+    assert!(a.unpublished(&other.id()).is_empty());
+}
+
+#[test]
+fn a_restored_engine_has_no_code_current_and_publishes_lower_tiers() {
+    let (root, secrets) = tenant(1);
+    let f = function("restart");
+    let mut a = engine(1, 1);
+    let (rec, _) = a.join_tenant(T0, creds(&root, &secrets, 1, Roles::ALL)).unwrap();
+    let t0 = rec.method(f, MethodId(4), Tier(0), MethodShape::default()).unwrap();
+    t0.record_invocations(10);
+    a.flush(T0);
+    let _ = publishes(&mut a);
+    a.set_code_current(
+        &root.id(),
+        MethodKey {
+            function: f,
+            method: MethodId(4),
+        },
+        Tier(2),
+    )
+    .unwrap();
+    t0.record_invocations(5);
+    let key = CounterKey {
+        method: MethodId(4),
+        tier: Tier(0),
+        counter: Counter::Invocations,
+    };
+    assert!(
+        !a.unpublished(&root.id()).contains_key(&(f, key)),
+        "tier 0 is below the current tier: never published"
+    );
+    // The host restarts from a snapshot: its code is gone, so what it runs at tier 0 again
+    // must be published.
+    let mut b = Engine::restore(
+        Config {
+            seed: 1,
+            ..Config::default()
+        },
+        &a.snapshot(),
+    )
+    .unwrap();
+    let rec_b = b.recorder(&root.id()).unwrap();
+    rec_b
+        .method(f, MethodId(4), Tier(0), MethodShape::default())
+        .unwrap()
+        .record_invocations(2);
+    assert_eq!(b.unpublished(&root.id()).get(&(f, key)), Some(&7));
+    b.flush(T0.plus_ms(1_000));
+    assert!(b.unpublished(&root.id()).is_empty());
 }

@@ -5,6 +5,7 @@
 //! Time is virtual (microseconds) and every random draw comes from one seed: the same seed
 //! and configuration give byte-identical results.
 
+pub mod churn;
 pub mod gossip;
 pub mod net;
 pub mod queue;

@@ -29,7 +29,7 @@ pub struct SweepPoint {
 pub enum SweepError {
     /// A run failed.
     #[error(transparent)]
-    Engine(#[from] ignite_core::EngineError),
+    Scale(#[from] crate::scale::ScaleError),
     /// Writing results failed.
     #[error(transparent)]
     Report(#[from] ReportError),

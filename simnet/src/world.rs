@@ -94,6 +94,11 @@ pub struct Traffic {
     pub hops: BTreeMap<u32, u64>,
     /// Messages lost or blocked by the network.
     pub dropped: u64,
+    /// Deliveries also handed to an engine under another tenant's topic (a misrouting
+    /// fault, see [`World::misroute`]).
+    pub misrouted: u64,
+    /// Misrouted deliveries an engine accepted (any is a cross-tenant effect).
+    pub misrouted_accepted: u64,
     /// Messages and bytes sent, by kind (gossip RPC kind, or `direct`).
     pub by_kind: BTreeMap<&'static str, (u64, u64)>,
 }
@@ -134,6 +139,17 @@ pub struct World {
     pub events: Vec<(u32, Event)>,
     /// Compile requests seen: (peer, request) summaries.
     pub compiles: Vec<(u32, ignite_core::CodeKey, ignite_core::ClassId, u32)>,
+    /// The tenant of each entry of [`World::compiles`].
+    pub compile_tenants: Vec<TenantId>,
+    /// Share of gossip deliveries also handed to the receiver's engine under another topic
+    /// it subscribes to (another tenant's): a misrouting fault. 0 by default.
+    pub misroute: f64,
+    /// Per peer, whether its host persists a snapshot after each of its publications
+    /// (see [`World::snapshot`]).
+    pub persist: Vec<bool>,
+    snapshots: Vec<Option<Arc<Vec<u8>>>>,
+    entries_seen: Vec<u64>,
+    configs: Vec<Config>,
     rng: Rng,
     topics: BTreeMap<TopicId, TopicIdx>,
     /// Published messages still kept, the first one with id `first_message`.
@@ -172,9 +188,11 @@ impl World {
         let shared = SharedChecks::new((configs.len() * 512).max(8_192));
         let n = configs.len();
         let mut engines = Vec::with_capacity(n);
+        let mut kept = Vec::with_capacity(n);
         for mut c in configs {
             c.shared = Some(shared.clone());
-            engines.push(Engine::new(c, ignite_core::Incarnation(1))?);
+            engines.push(Engine::new(c.clone(), ignite_core::Incarnation(1))?);
+            kept.push(c);
         }
         let heartbeat_us = gossip.heartbeat_interval_us;
         Ok(World {
@@ -188,6 +206,12 @@ impl World {
             shared,
             events: Vec::new(),
             compiles: Vec::new(),
+            compile_tenants: Vec::new(),
+            misroute: 0.0,
+            persist: vec![false; n],
+            snapshots: vec![None; n],
+            entries_seen: vec![0; n],
+            configs: kept,
             rng: Rng::new(seed).child(0x0077_6f72_6c64),
             topics: BTreeMap::new(),
             messages: std::collections::VecDeque::new(),
@@ -359,6 +383,7 @@ impl World {
                 }
                 Output::Event(Event::Compile(req)) => {
                     self.compiles.push((peer, req.key, req.class.id(), req.generation));
+                    self.compile_tenants.push(req.tenant);
                     let (code, delay_us) = (self.compiler)(&req);
                     self.queue.push(
                         self.now_us + delay_us,
@@ -374,7 +399,93 @@ impl World {
                 _ => {}
             }
         }
+        if self.persist[peer as usize] {
+            let entries = self.engines[peer as usize].stats().published_entries;
+            if entries != self.entries_seen[peer as usize] {
+                self.entries_seen[peer as usize] = entries;
+                self.snapshot(peer);
+            }
+        }
         self.arm(peer);
+    }
+
+    /// Persists `peer`'s engine state now, as its host would (the restart point of
+    /// [`World::restart`]). Done automatically after each publication of a peer whose
+    /// [`World::persist`] flag is set: counts recorded since then are what a crash loses.
+    pub fn snapshot(&mut self, peer: u32) {
+        self.snapshots[peer as usize] = Some(Arc::new(self.engines[peer as usize].snapshot()));
+    }
+
+    /// `peer`'s last persisted snapshot.
+    pub fn last_snapshot(&self, peer: u32) -> Option<Arc<Vec<u8>>> {
+        self.snapshots[peer as usize].clone()
+    }
+
+    /// `peer` crashes: it stops at once (nothing flushed), drops out of the mesh, and
+    /// messages in flight to it are lost. Its engine is kept, frozen, until
+    /// [`World::restart`].
+    pub fn crash(&mut self, peer: u32) {
+        self.up[peer as usize] = false;
+        self.timer_at[peer as usize] = None;
+        self.gossip.peer_down(peer);
+        self.recent_hops[peer as usize].clear();
+    }
+
+    /// `peer` leaves gracefully: it publishes what it recorded, unsubscribes (PRUNE to its
+    /// mesh) and stops.
+    pub fn leave(&mut self, peer: u32) {
+        let now = ms(self.now_us);
+        self.engines[peer as usize].flush(now);
+        self.drain(peer);
+        let topics: Vec<TopicIdx> = self.topics.values().copied().collect();
+        for t in topics {
+            let sends = self.gossip.unsubscribe(peer, t);
+            self.send_frames(sends);
+        }
+        self.crash(peer);
+    }
+
+    /// `peer` restarts: from `snapshot` in the same incarnation (its tenants joined again
+    /// and subscribed), or, without one, as a fresh engine in `incarnation` with no tenant
+    /// (the scenario joins them and calls [`World::subscribe`]). Its mesh links are
+    /// introduced to the engines once it subscribes ([`World::introduce`]).
+    pub fn restart(
+        &mut self,
+        peer: u32,
+        snapshot: Option<&[u8]>,
+        incarnation: ignite_core::Incarnation,
+    ) -> Result<(), String> {
+        let config = self.configs[peer as usize].clone();
+        let engine = match snapshot {
+            Some(b) => Engine::restore(config, b).map_err(|e| e.to_string())?,
+            None => Engine::new(config, incarnation).map_err(|e| e.to_string())?,
+        };
+        self.engines[peer as usize] = engine;
+        self.entries_seen[peer as usize] = self.engines[peer as usize].stats().published_entries;
+        self.up[peer as usize] = true;
+        self.gossip.peer_up(peer);
+        let topics: Vec<TopicId> = self.engines[peer as usize].tenants().map(|(_, t)| t.clone()).collect();
+        for t in &topics {
+            self.subscribe(peer, t);
+        }
+        self.introduce(peer);
+        self.arm(peer);
+        Ok(())
+    }
+
+    /// Tells `peer`'s engine about its current mesh peers, and them about it (anti-entropy
+    /// partners), in every topic it subscribes to.
+    pub fn introduce(&mut self, peer: u32) {
+        let topics: Vec<(TopicId, TopicIdx)> = self.topics.iter().map(|(t, i)| (t.clone(), *i)).collect();
+        for (topic, idx) in &topics {
+            let mesh: Vec<u32> = self.gossip.mesh(peer, *idx).collect();
+            for q in mesh {
+                self.engines[peer as usize].peer_joined(Peer(u64::from(q)), topic);
+                if self.up[q as usize] {
+                    self.engines[q as usize].peer_joined(Peer(u64::from(peer)), topic);
+                }
+            }
+        }
     }
 
     /// Pops and handles the next event.
@@ -424,7 +535,34 @@ impl World {
                     };
                     let topic = self.topics.iter().find(|(_, i)| **i == m.topic).map(|(t, _)| t.clone());
                     let bytes = m.bytes.clone();
+                    // Misrouting fault: the same bytes also reach the engine under another
+                    // topic it subscribes to; nothing may be accepted there.
+                    let wrong = if self.misroute > 0.0 && self.rng.chance(self.misroute) {
+                        let mine: Vec<TopicId> = self.engines[to as usize]
+                            .tenants()
+                            .map(|(_, t)| t.clone())
+                            .filter(|t| Some(t) != topic.as_ref())
+                            .collect();
+                        (!mine.is_empty()).then(|| mine[self.rng.below(mine.len() as u64) as usize].clone())
+                    } else {
+                        None
+                    };
                     let e = &mut self.engines[to as usize];
+                    // The misrouted copy first: rejecting it must not keep the right one out.
+                    if let Some(w) = wrong {
+                        self.traffic.misrouted += 1;
+                        let r = e.handle_messages(
+                            now,
+                            &[Incoming {
+                                from: Peer(u64::from(send.from)),
+                                topic: Some(&w),
+                                bytes: &bytes,
+                            }],
+                        );
+                        if r.iter().any(|r| r.as_ref().is_ok_and(|a| !a.duplicate_message)) {
+                            self.traffic.misrouted_accepted += 1;
+                        }
+                    }
                     let _ = e.handle_messages(
                         now,
                         &[Incoming {

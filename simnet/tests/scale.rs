@@ -1,5 +1,7 @@
 //! The scale scenario on a small fleet: byte-identical results per seed, exact totals,
-//! one compile per key, and warm executions between the physical floor and no sharing.
+//! one compile per key, warm executions between the physical floor and no sharing; faults
+//! with churn; several tenants sharing machines and the mesh without any cross-tenant
+//! effect.
 
 use ignite_core::Thresholds;
 use ignite_simnet::scale::{ScaleConfig, ScaleResult, run};
@@ -30,6 +32,8 @@ fn same_seed_gives_byte_identical_results_and_exact_totals() {
     assert_eq!(r.invocations, 4_000);
     assert!(r.totals_exact, "every peer's merged counts equal the recorded totals");
     assert_eq!(r.lost_unpublished, 0);
+    assert_eq!(r.churn, Default::default(), "no churn without faults");
+    assert_eq!(r.misrouted, (0, 0));
     assert!(r.compiles_per_key_mean > 0.0, "methods got hot");
     assert_eq!(r.compiles_per_key_mean, 1.0, "one compile per key without faults");
     // The floor holds, and sharing beats no sharing.
@@ -52,6 +56,33 @@ fn faults_keep_totals_exact_and_compiles_bounded() {
     );
     assert!(r.compiles_per_key_mean <= 2.0, "{r:?}");
     assert!(r.compiles_per_key_mean >= 1.0, "{r:?}");
+    // Churn happened: a crash restarted from its snapshot, one without state, a leave and
+    // a late join; the crashes lost what was recorded but not yet signed, and the totals
+    // above account for exactly that.
+    assert!(r.churn.restarts_from_snapshot >= 1, "{:?}", r.churn);
+    assert!(r.churn.restarts_without_state >= 1, "{:?}", r.churn);
+    assert_eq!((r.churn.leaves, r.churn.joins), (1, 1), "{:?}", r.churn);
+    assert!(r.lost_unpublished > 0, "{r:?}");
+    assert!(r.failed_checks(2.0).is_empty(), "{:?}", r.failed_checks(2.0));
+}
+
+#[test]
+fn tenants_sharing_machines_and_mesh_stay_isolated() {
+    let mut c = small(11);
+    c.tenants = 3;
+    c.invocations = 6_000;
+    c.faults = true;
+    c.settle_ms = 180_000;
+    let r = run(&c, |_| {}).expect("runs");
+    assert_eq!(r.tenants, 3);
+    // Every tenant's merged counts equal its own recorded totals: the same function id in
+    // three tenants, with different volumes, and nothing crossed.
+    assert_eq!(r.tenant_totals_exact, vec![true; 3], "{r:?}");
+    assert_eq!(r.install_violations, 0);
+    // Misrouted deliveries were tried and none was accepted.
+    assert!(r.misrouted.0 > 0, "{r:?}");
+    assert_eq!(r.misrouted.1, 0, "{r:?}");
+    assert!(r.failed_checks(2.0).is_empty(), "{:?}", r.failed_checks(2.0));
 }
 
 #[test]

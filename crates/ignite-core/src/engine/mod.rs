@@ -231,6 +231,9 @@ pub struct Engine {
     stats: Stats,
     next_compile_id: u64,
     load: u16,
+    /// Restored from a snapshot and not yet given the time: the first input sets each
+    /// tenant's join time (no claims before the members' presences are heard again).
+    restored: bool,
 }
 
 /// Errors of the engine's host-facing API.
@@ -292,7 +295,17 @@ impl Engine {
             stats: Stats::default(),
             next_compile_id: 0,
             load: 0,
+            restored: false,
         })
+    }
+
+    /// After a restore, the first input with a time counts as (re)joining every tenant.
+    fn settle_restore(&mut self, now: Timestamp) {
+        if std::mem::take(&mut self.restored) {
+            for t in self.tenants.values_mut() {
+                t.code.joined_at = now;
+            }
+        }
     }
 
     /// The configuration.
@@ -511,6 +524,7 @@ impl Engine {
     /// new deltas are checked in one batch verification. Returns one result per message.
     pub fn handle_messages(&mut self, now: Timestamp, messages: &[Incoming<'_>]) -> Vec<Result<Accepted, Rejection>> {
         let _span = tracing::debug_span!("handle_messages", count = messages.len()).entered();
+        self.settle_restore(now);
         self.stats.messages_in += messages.len() as u64;
         let mut results: Vec<Option<Result<Accepted, Rejection>>> = Vec::with_capacity(messages.len());
         let mut opened: Vec<(usize, TenantTag, Vec<u8>)> = Vec::new();
@@ -696,6 +710,7 @@ impl Engine {
     /// Handles a timer expiry: publishes due deltas, runs anti-entropy, collects garbage.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         let _span = tracing::debug_span!("handle_timeout", now = now.as_millis()).entered();
+        self.settle_restore(now);
         let tags: Vec<TenantTag> = self.tenants.keys().copied().collect();
         for tag in tags {
             self.gc(now, tag);

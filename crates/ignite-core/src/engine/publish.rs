@@ -112,6 +112,37 @@ impl Engine {
         current
     }
 
+    /// Counts this node recorded in a tenant but has not signed yet, per (function,
+    /// counter): what a crash now would lose unless the host snapshots first. Counters of
+    /// tiers below the current compiled tier are not listed (they are never published).
+    pub fn unpublished(&self, tenant: &crate::tenancy::TenantId) -> BTreeMap<(FunctionId, CounterKey), u64> {
+        let mut out = BTreeMap::new();
+        let Some(tag) = self.tag_of(tenant) else {
+            return out;
+        };
+        let t = &self.tenants[&tag];
+        for ((f, g), counts) in self.current_counts(tag) {
+            let own = t.own.get(&(f, g));
+            for (k, v) in counts {
+                if !(k.counter.is_feedback() || t.compiled.get(&(f, k.method)).is_none_or(|ct| k.tier >= *ct)) {
+                    continue;
+                }
+                let held = own
+                    .and_then(|o| {
+                        o.published
+                            .binary_search_by(|(pk, _)| pk.cmp(&k))
+                            .ok()
+                            .map(|i| o.published[i].1)
+                    })
+                    .unwrap_or(0);
+                if v > held {
+                    out.insert((f, k), v - held);
+                }
+            }
+        }
+        out
+    }
+
     /// Signs and publishes this node's changed counters in one tenant.
     pub(super) fn publish(&mut self, now: Timestamp, tag: TenantTag) {
         let current = self.current_counts(tag);

@@ -8,7 +8,7 @@
 use super::tenant::{OwnLane, TenantState};
 use super::{Config, Engine, EngineError};
 use crate::crypto::SeenCache;
-use crate::ids::{FunctionId, GroupId, Incarnation, MethodId, NodeKey, Peer, TenantTag, Tier, Timestamp};
+use crate::ids::{FunctionId, GroupId, Incarnation, NodeKey, Peer, TenantTag, Timestamp};
 use crate::profile::counter::CounterKey;
 use crate::profile::{Evidence, FunctionState};
 use crate::rng::SplitMix64;
@@ -50,7 +50,6 @@ struct TenantSnap {
     evidence: Vec<Evidence>,
     own: BTreeMap<(FunctionId, GroupId), OwnLane>,
     counts: BTreeMap<(FunctionId, CounterKey), u64>,
-    compiled: BTreeMap<(FunctionId, MethodId), Tier>,
     deployments: BTreeMap<[u8; 16], [u8; 32]>,
     peers: BTreeSet<Peer>,
     activity: BTreeMap<NodeKey, Timestamp>,
@@ -86,7 +85,6 @@ impl Engine {
                     evidence: t.evidence.clone(),
                     own: t.own.clone(),
                     counts,
-                    compiled: t.compiled.clone(),
                     deployments: t.deployments.clone(),
                     peers: t.peers.clone(),
                     activity: t.activity.clone(),
@@ -112,7 +110,12 @@ impl Engine {
 
     /// Rebuilds an engine from a snapshot, in the same incarnation. Recorders are new:
     /// the host must fetch them again with [`Engine::recorder`]; counts recorded before the
-    /// snapshot are kept and published as usual.
+    /// snapshot are kept and published as usual. Code is not part of a snapshot: the
+    /// restored engine has nothing installed and no tier current, so the counts the host
+    /// records at lower tiers after the restart are published until the fleet's code is
+    /// installed again. Like a node that just joined, it claims no compile in its first
+    /// `presence_interval_ms` (counted from its first input after the restore): it hears
+    /// the members and their code first.
     pub fn restore(config: Config, bytes: &[u8]) -> Result<Engine, SnapshotError> {
         if bytes.len() < 40 || &bytes[..8] != MAGIC {
             return Err(SnapshotError::BadMagic);
@@ -145,7 +148,6 @@ impl Engine {
             state.evidence = ts.evidence;
             state.own = ts.own;
             state.base = ts.counts;
-            state.compiled = ts.compiled;
             state.deployments = ts.deployments;
             state.peers = ts.peers;
             state.activity = ts.activity;
@@ -168,6 +170,7 @@ impl Engine {
         engine.by_topic = by_topic;
         engine.outputs = VecDeque::new();
         engine.seen_messages = SeenCache::new(engine.config.seen_cache);
+        engine.restored = true;
         Ok(engine)
     }
 }

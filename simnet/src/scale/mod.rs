@@ -1,0 +1,650 @@
+//! The scale scenario: one function of 200 methods; each invocation calls 20 methods drawn
+//! by Zipf(1.0); open-loop Poisson arrivals at 20 invocations/s per peer; tier thresholds
+//! 200 and 5,000; 3 zones with log-normal link latency (median 1 ms in-zone, 20 ms
+//! across); run until 1M invocations, then a quiet period for convergence.
+//!
+//! "Warm" is a method execution below the top tier (tier 2), whose threshold is `T` =
+//! 5,000: the lower bound is `warm_min = Σ_k min(total_k, T + rate_k × (compile_time +
+//! ceil(log_D N) × median_link))` over methods `k`, with `rate_k` the fleet-wide call
+//! rate of method `k`. No sharing (NS) is reported beside it from the same invocation
+//! stream: every peer runs `min(its calls of k, T)` warm itself.
+//!
+//! With `tenants > 1` every peer (machine) runs a node of each tenant in one engine, all
+//! tenants deploy the same function (same id), and the tenants share the gossip network;
+//! tenant `i` receives a share of the invocations proportional to `i + 1`. With `--faults`
+//! the run also has churn ([`crate::churn`]) and, with several tenants, misrouted
+//! deliveries (a message also handed to an engine under another tenant's topic).
+
+mod fleet;
+
+use crate::churn::{self, ChurnConfig, ChurnKind};
+use crate::gossip::GossipConfig;
+use crate::net::{NetConfig, Partition, PeerSet};
+use crate::rng::{Rng, Zipf};
+use crate::world::{Ev, Step, World};
+use fleet::{Life, PeerRt, Tenants};
+use ignite_core::code::{CodeConfig, CompiledCode, HardwareClass};
+use ignite_core::{Config, Counter, Event, FunctionId, Incarnation, MethodId, RecorderConfig, Thresholds, Tier};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Parameters of a scale run.
+#[derive(Clone, Debug)]
+pub struct ScaleConfig {
+    /// Peers.
+    pub peers: u32,
+    /// Seed of every draw.
+    pub seed: u64,
+    /// Function invocations to run (fleet-wide).
+    pub invocations: u64,
+    /// Methods of the function.
+    pub methods: u32,
+    /// Methods called per invocation.
+    pub calls: u32,
+    /// Zipf exponent of method popularity.
+    pub zipf_s: f64,
+    /// Invocations per second per peer (Poisson).
+    pub rate_per_peer: f64,
+    /// Tier thresholds.
+    pub thresholds: Thresholds,
+    /// Interval between a peer's profile publications (the engine's publish floor), ms.
+    pub sync_interval_ms: u64,
+    /// Compile time of tier 1 and tier 2 code, ms of the compiling host.
+    pub compile_ms: [u64; 2],
+    /// Size of a compiled artifact, bytes.
+    pub code_bytes: usize,
+    /// Quiet time after the last invocation, for convergence, ms.
+    pub settle_ms: u64,
+    /// Network.
+    pub net: NetConfig,
+    /// Gossip mesh.
+    pub gossip: GossipConfig,
+    /// Network faults: 30% loss, 5% duplication, reordering jitter, a partition of zone 0
+    /// from the other zones that heals, churn ([`ScaleConfig::churn`]) and, with several
+    /// tenants, 1% misrouted deliveries.
+    pub faults: bool,
+    /// Churn with `faults` (crash and restart with or without a snapshot, leave, join).
+    pub churn: ChurnConfig,
+    /// Tenants sharing the machines and the gossip network (1 = the scenario as specified).
+    pub tenants: u32,
+}
+
+impl ScaleConfig {
+    /// The scenario exactly as specified, for `peers` peers.
+    pub fn new(peers: u32, seed: u64) -> ScaleConfig {
+        ScaleConfig {
+            peers,
+            seed,
+            invocations: 1_000_000,
+            methods: 200,
+            calls: 20,
+            zipf_s: 1.0,
+            rate_per_peer: 20.0,
+            thresholds: Thresholds {
+                tier1: 200,
+                tier2: 5_000,
+            },
+            sync_interval_ms: 1_000,
+            compile_ms: [20, 200],
+            code_bytes: 4_096,
+            settle_ms: 30_000,
+            net: NetConfig::default(),
+            gossip: GossipConfig::default(),
+            faults: false,
+            churn: ChurnConfig::default(),
+            tenants: 1,
+        }
+    }
+}
+
+/// What a scale run measured (simulated quantities only: byte-identical per seed).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScaleResult {
+    /// Peers.
+    pub peers: u32,
+    /// Function invocations run.
+    pub invocations: u64,
+    /// Events processed by the simulator.
+    pub events: u64,
+    /// Method executions below tier 2.
+    pub warm_invocations: u64,
+    /// The physical floor of warm executions (see the module documentation).
+    pub warm_min: f64,
+    /// `warm_invocations / warm_min`.
+    pub excess_warm: f64,
+    /// Warm executions without sharing (same invocation stream).
+    pub ns_warm_invocations: u64,
+    /// `ns_warm_invocations / warm_min`.
+    pub ns_excess_warm: f64,
+    /// Publish compiles per (method, tier, class) compiled.
+    pub compiles_per_key_mean: f64,
+    /// Messages sent per peer per simulated second while invocations ran.
+    pub msgs_per_peer_per_s: f64,
+    /// Bytes sent per peer per simulated second while invocations ran.
+    pub bytes_per_peer_per_s: f64,
+    /// Largest engine state of a peer at the end, bytes.
+    pub state_bytes_per_peer_max: u64,
+    /// 99th percentile of mesh hops to a message's first delivery.
+    pub dissemination_hops_p99: u32,
+    /// Counts lost to crashes before they were signed.
+    pub lost_unpublished: u64,
+    /// Every live peer's merged counts equal the recorded totals minus `lost_unpublished`.
+    pub totals_exact: bool,
+    /// Simulated seconds.
+    pub sim_seconds: f64,
+    /// Signature verifications performed once and reused by other engines.
+    pub signatures_verified: u64,
+    /// Signature checks answered from the shared results.
+    pub signatures_reused: u64,
+    /// Decryptions performed once.
+    pub opens: u64,
+    /// Decryptions answered from the shared results.
+    pub opens_reused: u64,
+    /// Messages and bytes per peer per second, by kind (gossip RPC kind, or `direct` for
+    /// anti-entropy and blob transfer).
+    pub by_kind_per_peer_per_s: BTreeMap<String, (f64, f64)>,
+    /// Engine messages published (deltas, presence, claims, manifests) per peer per second.
+    pub published_per_peer_per_s: f64,
+    /// Tenants.
+    pub tenants: u32,
+    /// Churn carried out: crashes restarted from a snapshot, crashes restarted without state
+    /// (new incarnation), graceful leaves, late joins.
+    pub churn: ChurnCounts,
+    /// Installs that broke a rule: another tenant's code, a class the peer cannot run, a
+    /// function the tenant does not run (the checker wants 0).
+    pub install_violations: u64,
+    /// Deliveries also handed to an engine under another tenant's topic, and how many of
+    /// them it accepted (the checker wants 0).
+    pub misrouted: (u64, u64),
+    /// Per tenant: every live peer's merged counts equal that tenant's recorded totals
+    /// minus its lost counts (no count crosses tenants).
+    pub tenant_totals_exact: Vec<bool>,
+}
+
+/// Churn events carried out in a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChurnCounts {
+    /// Crashes restarted from the last snapshot.
+    pub restarts_from_snapshot: u32,
+    /// Crashes restarted without state, as a new incarnation.
+    pub restarts_without_state: u32,
+    /// Graceful leaves.
+    pub leaves: u32,
+    /// Late joins.
+    pub joins: u32,
+}
+
+impl ScaleResult {
+    /// Failed checkers, as messages (empty when all pass). `max_compiles` is the bound on
+    /// compiles per key (1.01 without faults, 2 with).
+    pub fn failed_checks(&self, max_compiles: f64) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.totals_exact {
+            out.push(format!(
+                "merged totals differ from the recorded totals (per tenant: {:?})",
+                self.tenant_totals_exact
+            ));
+        }
+        if self.compiles_per_key_mean > max_compiles {
+            out.push(format!(
+                "{} compiles per key (> {max_compiles})",
+                self.compiles_per_key_mean
+            ));
+        }
+        if self.install_violations > 0 {
+            out.push(format!(
+                "{} installs of another tenant's code, a foreign class or function",
+                self.install_violations
+            ));
+        }
+        if self.misrouted.1 > 0 {
+            out.push(format!(
+                "{} misrouted deliveries accepted under another tenant",
+                self.misrouted.1
+            ));
+        }
+        out
+    }
+}
+
+/// Why a scale run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ScaleError {
+    /// The engine refused a configuration or a tenant.
+    #[error(transparent)]
+    Engine(#[from] ignite_core::EngineError),
+    /// A recorder could not be set up.
+    #[error(transparent)]
+    Recorder(#[from] ignite_core::RecorderError),
+    /// A crashed peer could not restart.
+    #[error("restart of peer {peer}: {reason}")]
+    Restart {
+        /// The peer.
+        peer: u32,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Scenario tags: an invocation arrival, the churn event of index `tag >> 8`, the restart
+/// after the crash of index `tag >> 8`.
+const INVOKE: u64 = 1;
+const CHURN: u64 = 2;
+const RESTART: u64 = 3;
+
+/// Deterministic compiled bytes for a request (the simulated host compiler).
+fn sim_code(req: &ignite_core::code::CompileRequest, size: usize) -> CompiledCode {
+    let mut h = blake3::Hasher::new_derive_key("ignite simnet code");
+    h.update(&request_bytes(req));
+    let mut bytes = vec![0u8; size];
+    h.finalize_xof().fill(&mut bytes);
+    CompiledCode {
+        bytes,
+        assumptions: Vec::new(),
+    }
+}
+
+/// What identifies a compile: key, class and generation (the code depends on nothing else).
+fn request_bytes(req: &ignite_core::code::CompileRequest) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(&req.key.function.code);
+    v.extend_from_slice(&req.key.method.0.to_le_bytes());
+    v.push(req.key.tier.0);
+    v.extend_from_slice(&req.class.id().0);
+    v.extend_from_slice(&req.generation.to_le_bytes());
+    v
+}
+
+/// Runs the scale scenario. `progress(invocations_done)` is called now and then.
+pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult, ScaleError> {
+    let tenants = Tenants::new(c.seed, c.tenants);
+    let nt = tenants.len();
+    let function = FunctionId::from_deployment("scale", b"scale scenario deployment");
+    let class = HardwareClass::new("x86_64", "x86-64-v2", "simnet", "1", [0; 32]).expect("class");
+    let mut configs = Vec::new();
+    for i in 0..c.peers {
+        configs.push(Config {
+            seed: c.seed ^ u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            publish_floor_ms: c.sync_interval_ms,
+            // The mesh drops duplicates before the engine sees them; the engine's own
+            // caches of seen messages need not span minutes of fleet traffic.
+            seen_cache: 8_192,
+            thresholds: c.thresholds,
+            recorder: RecorderConfig {
+                shards: 1,
+                receiver_slots: 0,
+            },
+            code: CodeConfig {
+                hardware: vec![class.clone()],
+                ..CodeConfig::default()
+            },
+            ..Config::default()
+        });
+    }
+    let compile_ms = c.compile_ms;
+    let code_bytes = c.code_bytes;
+    let compiler = Box::new(move |req: &ignite_core::code::CompileRequest| {
+        let t = usize::from(req.key.tier.0.clamp(1, 2)) - 1;
+        (sim_code(req, code_bytes), compile_ms[t] * 1_000)
+    });
+    let mut net = c.net.clone();
+    if c.faults {
+        net.loss = 0.3;
+        net.duplicate = 0.05;
+        net.reorder_jitter_us = 5_000.0;
+    }
+    let mut world = World::new(c.seed, configs, net, c.gossip.clone(), compiler)?;
+    if c.faults {
+        // Zone 0 is cut off both ways from 5 s to 25 s after traffic starts.
+        let start = 3 * world.heartbeat_us() + 5_000_000;
+        world.net.add_partition(Partition {
+            from: PeerSet::Zones(vec![0]),
+            to: PeerSet::Zones((1..c.net.zones.max(2)).collect()),
+            start_us: start,
+            heal_us: start + 20_000_000,
+            both_ways: true,
+        });
+        if nt > 1 {
+            world.misroute = 0.01;
+        }
+    }
+    // Churn: drawn before the run, inside the first 70% of the expected traffic time so
+    // that restarted peers catch up before the end.
+    let warmup_us = 3 * world.heartbeat_us();
+    let traffic_us = (c.invocations as f64 / (f64::from(c.peers) * c.rate_per_peer) * 1e6) as u64;
+    let plan = if c.faults {
+        let mut r = Rng::new(c.seed).child(0x6368_7572_6e00_0000);
+        churn::plan(
+            c.peers,
+            &c.churn,
+            warmup_us + traffic_us / 10,
+            warmup_us + traffic_us * 7 / 10,
+            &mut r,
+        )
+    } else {
+        Vec::new()
+    };
+    let mut rts: Vec<PeerRt> = (0..c.peers)
+        .map(|i| {
+            PeerRt::new(
+                Rng::new(c.seed).child(0x7065_6572_0000_0000 | u64::from(i)),
+                nt,
+                c.methods,
+            )
+        })
+        .collect();
+    let late: Vec<u32> = plan
+        .iter()
+        .filter(|e| e.kind == ChurnKind::Join)
+        .map(|e| e.peer)
+        .collect();
+    for i in 0..c.peers {
+        if late.contains(&i) {
+            continue;
+        }
+        rts[i as usize].profilers = fleet::join_all(&mut world, i, &tenants, function, c.methods)?;
+        rts[i as usize].life = Life::Up;
+    }
+    for e in &plan {
+        if matches!(e.kind, ChurnKind::Crash { snapshot: true, .. }) {
+            world.persist[e.peer as usize] = true;
+            world.snapshot(e.peer);
+        }
+    }
+    world.start();
+    // Let meshes form before traffic starts.
+    while world.queue.peek_time().is_some_and(|t| t < warmup_us) {
+        world.step();
+    }
+    world.introduce_mesh_peers();
+    let t0 = world.now_us;
+    for (i, rt) in rts.iter_mut().enumerate() {
+        if rt.life != Life::Up {
+            continue;
+        }
+        let at = t0 + (rt.rng.exp(c.rate_per_peer) * 1e6) as u64;
+        world.queue.push(
+            at,
+            Ev::Scenario {
+                peer: i as u32,
+                tag: INVOKE,
+            },
+        );
+    }
+    for (idx, e) in plan.iter().enumerate() {
+        world.queue.push(
+            e.at_us.max(t0),
+            Ev::Scenario {
+                peer: e.peer,
+                tag: CHURN | (idx as u64) << 8,
+            },
+        );
+    }
+    let zipf = Zipf::new(c.methods as usize, c.zipf_s);
+    let mut done = 0u64;
+    let mut warm = 0u64;
+    let mut ns_warm = 0u64;
+    let mut calls_per_method = vec![vec![0u64; c.methods as usize]; nt];
+    let mut recorded: BTreeMap<(usize, u32, u8), u64> = BTreeMap::new();
+    let mut lost: BTreeMap<(usize, u32, u8), u64> = BTreeMap::new();
+    let mut churned = ChurnCounts::default();
+    let mut install_violations = 0u64;
+    let t2 = c.thresholds.tier2;
+    let class_id = class.id();
+    let mut last_invoke_us = t0;
+    let mut end_us = u64::MAX;
+    // Traffic while invocations ran (rates exclude the quiet period).
+    let mut during = None;
+    loop {
+        if world.queue.peek_time().is_none_or(|t| t > end_us) {
+            break;
+        }
+        let ev = world.step();
+        if ev == Step::Idle {
+            break;
+        }
+        for (p, e) in world.events.drain(..) {
+            if let Event::Install(ins) = e {
+                let st = &ins.manifest.statement;
+                let ti = tenants.index(&ins.tenant);
+                let ok = ti.is_some()
+                    && ins.tenant == st.tenant
+                    && st.key.function == function
+                    && ins.class.id() == class_id
+                    && st.class == class_id;
+                let (Some(ti), true) = (ti, ok) else {
+                    install_violations += 1;
+                    continue;
+                };
+                if let Some(t) = rts[p as usize].tier[ti].get_mut(st.key.method.0 as usize) {
+                    *t = (*t).max(st.key.tier.0);
+                }
+            }
+        }
+        let Step::Scenario { peer, tag } = ev else {
+            continue;
+        };
+        match tag & 0xff {
+            INVOKE => {}
+            CHURN => {
+                let e = plan[(tag >> 8) as usize];
+                let rt = &mut rts[peer as usize];
+                match e.kind {
+                    ChurnKind::Crash { down_us, .. } => {
+                        if rt.life != Life::Up {
+                            continue;
+                        }
+                        rt.crashed_unpublished = fleet::unpublished(&world, peer, &tenants, function);
+                        world.crash(peer);
+                        rt.life = Life::Down;
+                        world.queue.push(
+                            world.now_us + down_us,
+                            Ev::Scenario {
+                                peer,
+                                tag: RESTART | (tag >> 8) << 8,
+                            },
+                        );
+                    }
+                    ChurnKind::Leave => {
+                        if rt.life == Life::Up {
+                            world.leave(peer);
+                            rt.life = Life::Gone;
+                            churned.leaves += 1;
+                        }
+                    }
+                    ChurnKind::Join => {
+                        rt.profilers = fleet::join_all(&mut world, peer, &tenants, function, c.methods)?;
+                        world.introduce(peer);
+                        let rt = &mut rts[peer as usize];
+                        rt.life = Life::Up;
+                        churned.joins += 1;
+                        let at = world.now_us + (rt.rng.exp(c.rate_per_peer) * 1e6).max(1.0) as u64;
+                        world.queue.push(at, Ev::Scenario { peer, tag: INVOKE });
+                    }
+                }
+                continue;
+            }
+            RESTART => {
+                let ChurnKind::Crash { snapshot, .. } = plan[(tag >> 8) as usize].kind else {
+                    continue;
+                };
+                let before = std::mem::take(&mut rts[peer as usize].crashed_unpublished);
+                let kept = if snapshot {
+                    let restart = |reason: String| ScaleError::Restart { peer, reason };
+                    let snap = world.last_snapshot(peer).ok_or_else(|| restart("no snapshot".into()))?;
+                    world
+                        .restart(peer, Some(&snap), Incarnation(rts[peer as usize].incarnation))
+                        .map_err(restart)?;
+                    rts[peer as usize].profilers = fleet::rejoin_restored(&world, peer, &tenants, function, c.methods)?;
+                    churned.restarts_from_snapshot += 1;
+                    // What the snapshot still holds unsigned is published after the restart.
+                    fleet::unpublished(&world, peer, &tenants, function)
+                } else {
+                    rts[peer as usize].incarnation += 1;
+                    world
+                        .restart(peer, None, Incarnation(rts[peer as usize].incarnation))
+                        .map_err(|reason| ScaleError::Restart { peer, reason })?;
+                    rts[peer as usize].profilers = fleet::join_all(&mut world, peer, &tenants, function, c.methods)?;
+                    world.introduce(peer);
+                    churned.restarts_without_state += 1;
+                    BTreeMap::new()
+                };
+                for (k, v) in before {
+                    let gone = v.saturating_sub(kept.get(&k).copied().unwrap_or(0));
+                    if gone > 0 {
+                        *lost.entry(k).or_insert(0) += gone;
+                    }
+                }
+                let rt = &mut rts[peer as usize];
+                rt.reset_host();
+                rt.life = Life::Up;
+                let at = world.now_us + (rt.rng.exp(c.rate_per_peer) * 1e6).max(1.0) as u64;
+                world.queue.push(at, Ev::Scenario { peer, tag: INVOKE });
+                continue;
+            }
+            _ => continue,
+        }
+        if done >= c.invocations {
+            continue;
+        }
+        let rt = &mut rts[peer as usize];
+        match rt.life {
+            Life::Up => {}
+            // Requests are routed to live peers: this arrival process pauses.
+            Life::Gone | Life::Down | Life::Pending => continue,
+        }
+        done += 1;
+        last_invoke_us = world.now_us;
+        let ti = tenants.draw(&mut rt.rng);
+        for _ in 0..c.calls {
+            let m = zipf.sample(&mut rt.rng);
+            let tier = rt.tier[ti][m];
+            rt.profilers[ti][m][usize::from(tier)].record_invocation();
+            *recorded.entry((ti, m as u32, tier)).or_insert(0) += 1;
+            calls_per_method[ti][m] += 1;
+            if tier < 2 {
+                warm += 1;
+            }
+            if rt.local[ti][m] < t2 {
+                ns_warm += 1;
+            }
+            rt.local[ti][m] += 1;
+        }
+        if done.is_multiple_of(10_000) {
+            progress(done);
+        }
+        if done < c.invocations {
+            let at = world.now_us + (rt.rng.exp(c.rate_per_peer) * 1e6).max(1.0) as u64;
+            world.queue.push(at, Ev::Scenario { peer, tag: INVOKE });
+        } else {
+            end_us = world.now_us + c.settle_ms * 1_000;
+            during = Some(world.traffic.clone());
+        }
+    }
+    progress(done);
+    let sim_seconds = (world.now_us - t0) as f64 / 1e6;
+    let during = during.unwrap_or_else(|| world.traffic.clone());
+    let traffic_seconds = ((last_invoke_us - t0) as f64 / 1e6).max(1e-9);
+
+    // The floor, per tenant (each tenant's fleet shares only its own profiles).
+    let n = f64::from(c.peers);
+    let d = c.gossip.mesh_n as f64;
+    let hops = if c.peers <= 1 { 0.0 } else { (n.ln() / d.ln()).ceil() };
+    let delay_s = c.compile_ms[1] as f64 / 1e3 + hops * world.net.median_link_us() / 1e6;
+    let fleet_rate = n * c.rate_per_peer * f64::from(c.calls);
+    let mut warm_min = 0.0;
+    for (ti, calls) in calls_per_method.iter().enumerate() {
+        for (k, total) in calls.iter().enumerate() {
+            let rate_k = fleet_rate * tenants.share(ti) * zipf.probability(k);
+            warm_min += (*total as f64).min(t2 as f64 + rate_k * delay_s);
+        }
+    }
+
+    // Compiles per key (tenant, method, tier, class).
+    let mut per_key: BTreeMap<(usize, u32, u8, [u8; 16]), u64> = BTreeMap::new();
+    for ((_, key, class, _), tenant) in world.compiles.iter().zip(&world.compile_tenants) {
+        let ti = tenants.index(tenant).unwrap_or(usize::MAX);
+        *per_key.entry((ti, key.method.0, key.tier.0, class.0)).or_insert(0) += 1;
+    }
+    let compiles_per_key_mean = if per_key.is_empty() {
+        0.0
+    } else {
+        per_key.values().sum::<u64>() as f64 / per_key.len() as f64
+    };
+
+    // Totals: every live peer, every tenant.
+    let mut tenant_totals_exact = vec![true; nt];
+    for (p, e) in world.engines.iter().enumerate() {
+        if rts[p].life != Life::Up {
+            continue;
+        }
+        for (ti, id) in tenants.ids.iter().enumerate() {
+            let Some(view) = e.profile(id, &function) else {
+                tenant_totals_exact[ti] = false;
+                continue;
+            };
+            for m in 0..c.methods {
+                for t in 0..3u8 {
+                    let want =
+                        recorded.get(&(ti, m, t)).copied().unwrap_or(0) - lost.get(&(ti, m, t)).copied().unwrap_or(0);
+                    if view.count(MethodId(m), Tier(t), Counter::Invocations) != want {
+                        tenant_totals_exact[ti] = false;
+                    }
+                }
+            }
+        }
+    }
+    let hops_p99 = percentile(&world.traffic.hops, 0.99);
+    let ((verified, opens), (reused_v, reused_o)) = world.crypto_work();
+    Ok(ScaleResult {
+        peers: c.peers,
+        invocations: done,
+        events: world.queue.popped(),
+        warm_invocations: warm,
+        warm_min,
+        excess_warm: warm as f64 / warm_min.max(1.0),
+        ns_warm_invocations: ns_warm,
+        ns_excess_warm: ns_warm as f64 / warm_min.max(1.0),
+        compiles_per_key_mean,
+        msgs_per_peer_per_s: during.messages as f64 / n / traffic_seconds,
+        bytes_per_peer_per_s: during.bytes as f64 / n / traffic_seconds,
+        state_bytes_per_peer_max: world.engines.iter().map(|e| e.state_bytes() as u64).max().unwrap_or(0),
+        dissemination_hops_p99: hops_p99,
+        lost_unpublished: lost.values().sum(),
+        totals_exact: tenant_totals_exact.iter().all(|x| *x),
+        sim_seconds,
+        signatures_verified: verified,
+        signatures_reused: reused_v,
+        opens,
+        opens_reused: reused_o,
+        by_kind_per_peer_per_s: during
+            .by_kind
+            .iter()
+            .map(|(k, (m, b))| {
+                (
+                    k.to_string(),
+                    (*m as f64 / n / traffic_seconds, *b as f64 / n / traffic_seconds),
+                )
+            })
+            .collect(),
+        published_per_peer_per_s: during.published as f64 / n / traffic_seconds,
+        tenants: nt as u32,
+        churn: churned,
+        install_violations,
+        misrouted: (world.traffic.misrouted, world.traffic.misrouted_accepted),
+        tenant_totals_exact,
+    })
+}
+
+fn percentile(h: &BTreeMap<u32, u64>, q: f64) -> u32 {
+    let total: u64 = h.values().sum();
+    let want = (total as f64 * q).ceil() as u64;
+    let mut seen = 0;
+    for (k, v) in h {
+        seen += v;
+        if seen >= want {
+            return *k;
+        }
+    }
+    0
+}
