@@ -7,6 +7,7 @@
 
 pub mod gossip;
 pub mod net;
+pub mod paper;
 pub mod queue;
 pub mod report;
 pub mod rng;
