@@ -194,7 +194,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             if let Some(path) = calibration {
                 c.calibration = path;
             }
-            let calibration = paper::params::calibration_set(&c.calibration)?;
+            // Errors are printed with their message (a bad calibration file names the file
+            // and the problem).
+            let fail = |e: &dyn std::error::Error| -> ! {
+                eprintln!("error: {e}");
+                std::process::exit(1)
+            };
+            let calibration = paper::params::calibration_set(&c.calibration).unwrap_or_else(|e| fail(&e));
             // Wall time is printed only; figure5.json depends on the seed alone.
             let started = Instant::now();
             let total = paper::total_runs(&c, &calibration) as u64;
@@ -206,9 +212,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             bar.set_style(ProgressStyle::with_template(
                 "{elapsed_precise} [{bar:40}] {pos}/{len} IGN runs (eta {eta})",
             )?);
-            let f = paper::run(&c, &calibration, |done| bar.set_position(done as u64))?;
+            let f = paper::run(&c, &calibration, |done| bar.set_position(done as u64)).unwrap_or_else(|e| fail(&e));
             bar.finish_and_clear();
-            paper::output::write(&out, &f)?;
+            paper::output::write(&out, &f).unwrap_or_else(|e| fail(&e));
             print!("{}", paper::output::table(&f));
             println!(
                 "wall {:.1} s; results in {}",
