@@ -8,6 +8,7 @@
 pub mod churn;
 pub mod gossip;
 pub mod net;
+pub mod paper;
 pub mod queue;
 pub mod report;
 pub mod rng;

@@ -1,6 +1,7 @@
 //! The `simnet` command line: runs a scenario and writes its result files.
 
 use clap::{Parser, Subcommand};
+use ignite_simnet::paper::{self, Figure5Config};
 use ignite_simnet::report::{peak_rss_bytes, write_json};
 use ignite_simnet::scale::{self, ScaleConfig};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -76,6 +77,31 @@ enum Command {
         /// Publication intervals to run, ms.
         #[arg(long, value_delimiter = ',', default_value = "250,500,1000,2000,5000,10000")]
         intervals: Vec<u64>,
+    },
+    /// The seed paper's Figure 5: 50 containers, one function, N requests (Poisson, 50/s
+    /// fleet-wide); strategies NS (no sharing), CS (code sharing only) and IGN (profile and
+    /// code sharing, the real engine) on the Hash, HTML and WordCount workloads, with the
+    /// paper parameter set (assumptions), the calibration set and a sensitivity sweep.
+    /// Writes DIR/figure5.json (byte-identical per seed), DIR/figure5.csv and SVG plots, and
+    /// prints the comparison with the paper's numbers.
+    Figure5 {
+        /// Seed of every random draw.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output directory.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// Request counts (the x axis); every strategy runs once on the largest and is
+        /// measured over the first N requests for each N.
+        #[arg(long, value_delimiter = ',', default_value = "50,100,200,500,1000,2000,5000,10000")]
+        requests: Vec<usize>,
+        /// Calibration file of the wasm host [default: calibration/wasm.json at the
+        /// workspace root].
+        #[arg(long)]
+        calibration: Option<PathBuf>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
     },
 }
 
@@ -161,6 +187,46 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 );
             }
             println!("results in {}", out.display());
+        }
+        Command::Figure5 {
+            seed,
+            out,
+            requests,
+            calibration,
+            quiet,
+        } => {
+            let mut c = Figure5Config::new(seed);
+            c.requests = requests;
+            if let Some(path) = calibration {
+                c.calibration = path;
+            }
+            // Errors are printed with their message (a bad calibration file names the file
+            // and the problem).
+            let fail = |e: &dyn std::error::Error| -> ! {
+                eprintln!("error: {e}");
+                std::process::exit(1)
+            };
+            let calibration = paper::params::calibration_set(&c.calibration).unwrap_or_else(|e| fail(&e));
+            // Wall time is printed only; figure5.json depends on the seed alone.
+            let started = Instant::now();
+            let total = paper::total_runs(&c, &calibration) as u64;
+            let bar = if quiet {
+                ProgressBar::hidden()
+            } else {
+                ProgressBar::new(total)
+            };
+            bar.set_style(ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:40}] {pos}/{len} IGN runs (eta {eta})",
+            )?);
+            let f = paper::run(&c, &calibration, |done| bar.set_position(done as u64)).unwrap_or_else(|e| fail(&e));
+            bar.finish_and_clear();
+            paper::output::write(&out, &f).unwrap_or_else(|e| fail(&e));
+            print!("{}", paper::output::table(&f));
+            println!(
+                "wall {:.1} s; results in {}",
+                started.elapsed().as_secs_f64(),
+                out.display()
+            );
         }
     }
     Ok(())
