@@ -141,6 +141,8 @@ pub(crate) struct Transfer {
     pub(crate) request: u64,
     /// When every candidate failed: not retried before this time.
     pub(crate) failed_until: Option<crate::ids::Timestamp>,
+    /// Rounds over the candidates that found no holder (sets the backoff).
+    pub(crate) rounds: u32,
 }
 
 impl Transfer {
@@ -154,6 +156,7 @@ impl Transfer {
             deadline: now,
             request: 0,
             failed_until: None,
+            rounds: 0,
         }
     }
 

@@ -277,7 +277,12 @@ impl Engine {
                     tr.peer = None;
                     tr.tried.clear();
                     tr.restart();
-                    tr.failed_until = Some(now.plus_ms(cfg.fetch_timeout_ms.saturating_mul(8)));
+                    // Holders of a new blob are few at first and the peers asked are often
+                    // fetching it themselves: retry soon, then back off (1, 2, 4, 8 ×
+                    // the timeout).
+                    let backoff = 1u64 << tr.rounds.min(3);
+                    tr.rounds += 1;
+                    tr.failed_until = Some(now.plus_ms(cfg.fetch_timeout_ms.saturating_mul(backoff)));
                     self.refuse_blob(tag, &hash, Refusal::BlobUnavailable);
                 }
             }
