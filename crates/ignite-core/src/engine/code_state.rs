@@ -97,6 +97,15 @@ pub(crate) struct CodeState {
     /// Manifests this node attested (or is attesting).
     pub(crate) attested: BTreeSet<[u8; 32]>,
     pub(crate) installed: BTreeMap<(FunctionId, MethodId, Tier), Installed>,
+    /// Something the elections or installs depend on changed (a threshold fired, a
+    /// manifest, claim, attestation, blob or member arrived): the next pass looks at every
+    /// key, not only the open elections.
+    pub(crate) dirty: bool,
+    /// When the next pass looks at every key anyway (what changes with time alone: expiry,
+    /// retirement by merged deopt counts, re-promotion, backoffs).
+    pub(crate) next_sweep: Timestamp,
+    /// Changes of `installed` so far (blob pins are recomputed only after one).
+    pub(crate) installs_version: u64,
     /// (manifest hash, refusal kind) already reported.
     pub(crate) reported: BTreeSet<([u8; 32], &'static str)>,
     pub(crate) blobs: BlobStore,
@@ -112,6 +121,12 @@ pub(crate) struct CodeState {
 }
 
 impl CodeState {
+    /// Asks for a full code pass at `at` at the latest.
+    pub(crate) fn wake(&mut self, at: Timestamp) {
+        self.dirty = true;
+        self.next_tick = self.next_tick.min(at);
+    }
+
     pub(crate) fn new(cfg: &CodeConfig, now: Timestamp) -> CodeState {
         CodeState {
             members: BTreeMap::new(),
@@ -130,6 +145,9 @@ impl CodeState {
             pending: BTreeMap::new(),
             attested: BTreeSet::new(),
             installed: BTreeMap::new(),
+            installs_version: 0,
+            dirty: true,
+            next_sweep: now,
             reported: BTreeSet::new(),
             blobs: BlobStore::new(cfg.blob_store_bytes, cfg.blob_store_count),
             transfers: BTreeMap::new(),

@@ -14,6 +14,10 @@ use crate::wire::Body;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+/// A code pass looks at every key at least every this many ticks (2 s at the default
+/// `tick_ms` of 250 ms), whatever changed.
+const SWEEP_TICKS: u64 = 8;
+
 /// What an open election asks of this node.
 enum Plan {
     /// Compile (or re-promote `from` generation's code) for this election.
@@ -34,9 +38,23 @@ impl Engine {
             }
         }
         self.prune_claims(now, tag);
-        self.run_elections(now, tag);
+        // Every key is looked at when something changed, and every `SWEEP_TICKS` ticks for
+        // what changes with time alone; other ticks follow the open elections only.
+        let full = {
+            let tick = self.config.code.tick_ms;
+            let c = &mut self.tenants.get_mut(&tag).expect("tenant present").code;
+            let full = c.dirty || now >= c.next_sweep;
+            if full {
+                c.dirty = false;
+                c.next_sweep = now.plus_ms(tick.saturating_mul(SWEEP_TICKS));
+            }
+            full
+        };
+        self.run_elections(now, tag, full);
         self.run_attestations(now, tag);
-        self.run_installs(now, tag);
+        if full {
+            self.run_installs(now, tag);
+        }
         self.run_transfers(now, tag);
         let tick = self.config.code.tick_ms;
         let t = self.tenants.get_mut(&tag).expect("tenant present");
@@ -145,7 +163,9 @@ impl Engine {
         due.then(|| (next(g), Some(prev.statement.generation)))
     }
 
-    fn run_elections(&mut self, now: Timestamp, tag: TenantTag) {
+    /// Opens, follows and claims elections: over every hot key when `full`, otherwise over
+    /// the open ones only.
+    fn run_elections(&mut self, now: Timestamp, tag: TenantTag, full: bool) {
         let cfg = self.code_settings();
         let me = self.tenants[&tag].node;
         let tenant = self.tenants[&tag].tenant;
@@ -159,7 +179,14 @@ impl Engine {
         let mut open: BTreeSet<Election> = BTreeSet::new();
         let mut plans: Vec<Plan> = Vec::new();
         let digests: BTreeMap<ClassId, [u8; 32]> = eligible.iter().map(|(c, m)| (*c, eligible_digest(m))).collect();
-        for key in self.hot_keys(tag) {
+        let keys = if full {
+            self.hot_keys(tag)
+        } else {
+            let mut v: Vec<CodeKey> = self.tenants[&tag].code.turns.keys().map(|e| e.key).collect();
+            v.dedup();
+            v
+        };
+        for key in keys {
             for class in needed
                 .iter()
                 .filter(|(tier, c)| *tier == key.tier && my_classes.contains(c))

@@ -387,7 +387,7 @@ impl Engine {
                 if n < limit {
                     continue;
                 }
-                let contributors = state.contributors(*m, tier);
+                let contributors = state.contributors_up_to(*m, tier, policy.min_contributors);
                 let method = MethodKey {
                     function: *f,
                     method: *m,
@@ -406,7 +406,7 @@ impl Engine {
                     continue;
                 }
                 state.fired.insert(*m, fired | bit);
-                t.code.next_tick = Timestamp(0);
+                t.code.wake(Timestamp(0));
                 self.outputs.push_back(Output::Event(Event::ThresholdReached {
                     tenant: t.tenant,
                     method,

@@ -69,75 +69,97 @@ impl Engine {
     fn run_installs_with(&mut self, now: Timestamp, tag: TenantTag, fresh: Option<(&[u8; 32], &Arc<[u8]>)>) {
         let prefs: Vec<ClassId> = self.class_ids.clone();
         let pref = |c: &ClassId| prefs.iter().position(|p| p == c).unwrap_or(usize::MAX);
-        // Current (class, generation) per key, in this node's class preference order:
-        // manifests are cloned only when one is refused or installed.
-        let mut by_key: BTreeMap<CodeKey, Vec<(ClassId, u32)>> = BTreeMap::new();
-        for ((key, class), gens) in &self.tenants[&tag].code.manifests {
-            if let Some((g, _)) = gens.last_key_value() {
-                by_key.entry(*key).or_default().push((*class, *g));
+        let pins_before = self.tenants[&tag].code.installs_version;
+        // One ordered walk over the manifests (grouped by key), deciding without changing
+        // anything; then the decisions are carried out in key order. Manifests are cloned
+        // only when one is refused or installed.
+        enum Action {
+            Refuse(Box<Signed<Manifest>>, Refusal),
+            Install(Box<Signed<Manifest>>),
+            Uninstall(CodeKey, Installed),
+        }
+        let mut actions: Vec<Action> = Vec::new();
+        let mut wanted: BTreeSet<[u8; 32]> = BTreeSet::new();
+        {
+            let t = &self.tenants[&tag];
+            let mut iter = t.code.manifests.iter().peekable();
+            let mut group: Vec<(usize, &Signed<Manifest>)> = Vec::new();
+            while let Some(((key, class), gens)) = iter.next() {
+                group.clear();
+                if let Some((_, m)) = gens.last_key_value() {
+                    group.push((pref(class), m));
+                }
+                while let Some(((k2, c2), g2)) = iter.peek() {
+                    if k2 != key {
+                        break;
+                    }
+                    if let Some((_, m)) = g2.last_key_value() {
+                        group.push((pref(c2), m));
+                    }
+                    iter.next();
+                }
+                if group.len() > 1 {
+                    group.sort_by_key(|(p, _)| *p);
+                }
+                let mut chosen: Option<&Signed<Manifest>> = None;
+                for &(_, m) in &group {
+                    match self.install_check(now, tag, m) {
+                        Ok(()) if chosen.is_none() => chosen = Some(m),
+                        Ok(()) => {}
+                        Err(reason) => actions.push(Action::Refuse(Box::new(m.clone()), reason)),
+                    }
+                }
+                let installed = t.code.installed.get(&(key.function, key.method, key.tier)).copied();
+                match chosen {
+                    Some(m) => {
+                        // The installed manifest: same class, generation, code, compiler and
+                        // signing time (cheaper than hashing the manifest on every pass).
+                        let s = &m.statement;
+                        if installed.is_some_and(|i| {
+                            i.class == s.class
+                                && i.generation == s.generation
+                                && i.blob == s.blob_hash
+                                && i.compiler == s.compiler
+                                && i.created_at == s.created_at.0
+                        }) {
+                            continue;
+                        }
+                        wanted.insert(s.blob_hash);
+                        actions.push(Action::Install(Box::new(m.clone())));
+                    }
+                    None => {
+                        if let Some(i) = installed {
+                            actions.push(Action::Uninstall(*key, i));
+                        }
+                    }
+                }
             }
         }
-        let mut wanted: BTreeSet<[u8; 32]> = BTreeSet::new();
-        for (key, mut currents) in by_key {
-            currents.sort_by_key(|(c, _)| pref(c));
-            let mut chosen = None;
-            let mut refused = Vec::new();
-            for (class, g) in currents {
-                let m = &self.tenants[&tag].code.manifests[&(key, class)][&g];
-                match self.install_check(now, tag, m) {
-                    Ok(()) if chosen.is_none() => chosen = Some((class, g)),
-                    Ok(()) => {}
-                    Err(reason) => refused.push((m.clone(), reason)),
-                }
-            }
-            for (m, reason) in refused {
-                self.refuse(tag, &m, reason);
-            }
-            let slot = (key.function, key.method, key.tier);
-            let installed = self.tenants[&tag].code.installed.get(&slot).copied();
-            match chosen {
-                Some((class, g)) => {
-                    let m = &self.tenants[&tag].code.manifests[&(key, class)][&g];
-                    // The installed manifest: same class, generation, code, compiler and
-                    // signing time (cheaper than hashing the manifest on every pass).
-                    let s = &m.statement;
-                    if installed.is_some_and(|i| {
-                        i.class == s.class
-                            && i.generation == s.generation
-                            && i.blob == s.blob_hash
-                            && i.compiler == s.compiler
-                            && i.created_at == s.created_at.0
-                    }) {
-                        continue;
-                    }
-                    wanted.insert(s.blob_hash);
-                    let m = m.clone();
-                    self.install_or_fetch(now, tag, m, fresh);
-                }
-                None => {
-                    if let Some(i) = installed {
-                        self.uninstall(tag, key, i);
-                    }
-                }
+        for a in actions {
+            match a {
+                Action::Refuse(m, reason) => self.refuse(tag, &m, reason),
+                Action::Install(m) => self.install_or_fetch(now, tag, *m, fresh),
+                Action::Uninstall(key, i) => self.uninstall(tag, key, i),
             }
         }
         let t = self.tenants.get_mut(&tag).expect("tenant present");
-        // Transfers for re-promotion are kept too.
-        let keep: BTreeSet<[u8; 32]> = if t.code.transfers.is_empty() && fresh.is_none() {
-            BTreeSet::new()
-        } else {
-            t.code
-                .manifests
+        // Transfers no current manifest wants are dropped, except those of any manifest
+        // held (re-promotion fetches older generations).
+        let manifests = &t.code.manifests;
+        let held = |h: &[u8; 32]| {
+            manifests
                 .values()
-                .flat_map(|g| g.values().map(|m| m.statement.blob_hash))
-                .collect()
+                .any(|g| g.values().any(|m| m.statement.blob_hash == *h))
         };
-        t.code.transfers.retain(|h, _| wanted.contains(h) || keep.contains(h));
+        t.code.transfers.retain(|h, _| wanted.contains(h) || held(h));
+        let fresh_unstored = fresh.filter(|(h, _)| !t.code.blobs.contains(h));
+        if t.code.installs_version == pins_before && fresh_unstored.is_none() {
+            // Nothing installed or removed: the pins are unchanged.
+            return;
+        }
         let pinned: BTreeSet<[u8; 32]> = t.code.installed.values().map(|i| i.blob).collect();
         t.code.blobs.set_pinned(&pinned);
-        if let Some((hash, bytes)) = fresh
-            && !t.code.blobs.contains(hash)
-        {
+        if let Some((hash, bytes)) = fresh_unstored {
             if t.code.blobs.insert(bytes.clone()).is_some() {
                 t.code.blobs.set_pinned(&pinned);
             } else {
@@ -146,7 +168,7 @@ impl Engine {
                 tracing::warn!("blob store full of installed code; fetched blob not kept");
                 let mut tr = Transfer::new(bytes.len() as u64, now);
                 tr.failed_until = Some(now.plus_ms(self.config.code.recompile_backoff_ms));
-                if keep.contains(hash) {
+                if held(hash) {
                     t.code.transfers.insert(*hash, tr);
                 }
             }
@@ -179,6 +201,7 @@ impl Engine {
         }
         let key = s.key;
         let slot = (key.function, key.method, key.tier);
+        t.code.installs_version += 1;
         t.code.installed.insert(
             slot,
             Installed {
@@ -214,6 +237,7 @@ impl Engine {
     fn uninstall(&mut self, tag: TenantTag, key: CodeKey, was: Installed) {
         let t = self.tenants.get_mut(&tag).expect("tenant present");
         t.code.installed.remove(&(key.function, key.method, key.tier));
+        t.code.installs_version += 1;
         let top = t
             .code
             .installed
@@ -384,7 +408,7 @@ impl Engine {
                 // When the store has no room beside installed code, the bytes are handed to
                 // the install step directly (it unpins the code they replace).
                 let _ = t.code.blobs.insert(blob.clone());
-                t.code.next_tick = now;
+                t.code.wake(now);
                 self.run_installs_with(now, tag, Some((&hash, &blob)));
             }
             Err(e) => {
@@ -468,7 +492,7 @@ impl Engine {
         let t = self.tenant_mut(tenant)?;
         t.code.checker = Checker(check);
         // Installed code is re-checked at the next pass.
-        t.code.next_tick = Timestamp(0);
+        t.code.wake(Timestamp(0));
         Ok(())
     }
 
@@ -498,7 +522,7 @@ impl Engine {
         }
         let t = self.tenant_mut(tenant)?;
         if t.code.wanted.insert(key) {
-            t.code.next_tick = now;
+            t.code.wake(now);
         }
         Ok(())
     }

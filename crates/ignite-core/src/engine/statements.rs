@@ -103,6 +103,14 @@ impl Engine {
             None if t.code.members.len() >= max_members => return Err(Refusal::Invalid("members per tenant")),
             _ => {}
         }
+        if t.code
+            .members
+            .get(&node)
+            .is_none_or(|m| m.presence.statement.classes != p.statement.classes)
+        {
+            // A new member or new classes: elections may be due for other classes.
+            t.code.dirty = true;
+        }
         t.code.members.insert(
             node,
             Member {
@@ -137,7 +145,7 @@ impl Engine {
             return Err(Refusal::Invalid("claims per tenant"));
         }
         t.code.claims.insert(slot, c);
-        t.code.next_tick = t.code.next_tick.min(now);
+        t.code.wake(now);
         Ok(())
     }
 
@@ -234,7 +242,7 @@ impl Engine {
             }
         }
         let is_current = gens.last_key_value().is_some_and(|(g, _)| *g == generation);
-        t.code.next_tick = t.code.next_tick.min(now);
+        t.code.wake(now);
         Ok(is_current)
     }
 
@@ -282,7 +290,7 @@ impl Engine {
             }));
         }
         t.code.attestations.entry(s.manifest).or_default().insert(s.attester, a);
-        t.code.next_tick = t.code.next_tick.min(now);
+        t.code.wake(now);
         Ok(())
     }
 

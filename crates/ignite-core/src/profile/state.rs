@@ -117,24 +117,42 @@ impl FunctionState {
 
     /// Number of distinct nodes that contributed invocations of `method` below `tier`.
     pub fn contributors(&self, method: MethodId, tier: Tier) -> usize {
-        let mut nodes: Vec<NodeKey> = self
-            .lanes
-            .iter()
-            .filter(|(_, lane)| {
-                (0..tier.0).any(|t| {
-                    let key = CounterKey {
+        self.contributors_up_to(method, tier, usize::MAX)
+    }
+
+    /// [`Self::contributors`], counting no further than `limit` (stops as soon as it is
+    /// reached: a threshold check needs only to know whether enough nodes contributed).
+    pub fn contributors_up_to(&self, method: MethodId, tier: Tier, limit: usize) -> usize {
+        let ids: Vec<u32> = (0..tier.0)
+            .filter_map(|t| {
+                self.ids
+                    .get(&CounterKey {
                         method,
                         tier: Tier(t),
                         counter: Counter::Invocations,
-                    };
-                    self.ids.get(&key).is_some_and(|id| lane.value_of(*id) > 0)
-                })
+                    })
+                    .copied()
             })
-            .map(|((n, _, _), _)| self.nodes[*n as usize])
             .collect();
-        nodes.sort_unstable();
-        nodes.dedup();
-        nodes.len()
+        if ids.is_empty() || limit == 0 {
+            return 0;
+        }
+        // Lanes are ordered by node index: a node's lanes are adjacent.
+        let mut count = 0;
+        let mut last: Option<u32> = None;
+        for ((n, _, _), lane) in &self.lanes {
+            if last == Some(*n) {
+                continue;
+            }
+            if ids.iter().any(|id| lane.value_of(*id) > 0) {
+                last = Some(*n);
+                count += 1;
+                if count >= limit {
+                    break;
+                }
+            }
+        }
+        count
     }
 
     /// Number of lanes.
