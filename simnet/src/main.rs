@@ -98,7 +98,7 @@ enum Command {
         #[arg(long, default_value_t = 100_000)]
         invocations: u64,
         /// Mean invocations per second per peer.
-        #[arg(long, default_value_t = 0.5)]
+        #[arg(long, default_value_t = 1.0)]
         rate_per_peer: f64,
         /// When the speculation breaks, s after traffic starts [default: halfway through
         /// the expected traffic time].

@@ -109,7 +109,9 @@ struct Burst {
     rng: Rng,
     /// Invocations per second while ON.
     rate_on: f64,
-    /// End of the current ON period, µs.
+    /// Start of the current (or next) ON period, µs.
+    on_start_us: u64,
+    /// Its end, µs.
     on_end_us: u64,
 }
 
@@ -161,7 +163,7 @@ impl Arrivals {
         } = *c;
         assert!(peers > 0 && functions > 0 && fleet_rate > 0.0);
         let popularity = Zipf::new(functions as usize, zipf_s);
-        let mut rng = rng.child(0x6172_7269_7661_6c73);
+        let rng = rng.child(0x6172_7269_7661_6c73);
         let mut a = Arrivals {
             kind,
             peers,
@@ -174,25 +176,20 @@ impl Arrivals {
             rng: rng.clone(),
         };
         match kind {
-            ArrivalKind::Poisson => a.next_us = t0_us + (rng.exp(fleet_rate) * S) as u64,
+            ArrivalKind::Poisson => a.next_us = t0_us + (a.rng.exp(fleet_rate) * S) as u64,
             ArrivalKind::Azure => {
                 let duty = shape.duty();
                 for f in 0..functions {
                     let mut r = rng.child(0x6275_7273_7400_0000 | u64::from(f));
                     let rate_on = fleet_rate * a.popularity.probability(f as usize) / duty;
-                    // Start in a random phase: ON with probability `duty`.
-                    let start = if r.chance(duty) {
-                        t0_us
-                    } else {
-                        t0_us + (r.uniform(0.0, 1.0) * shape.off_s(&mut r) * S) as u64
-                    };
-                    let on_end_us = start + (r.exp(1.0 / shape.on_mean_s) * S) as u64;
+                    let (on_start, on_end) = phase_at_start(&mut r, &shape);
                     let mut b = Burst {
                         rng: r,
                         rate_on,
-                        on_end_us,
+                        on_start_us: t0_us + (on_start * S) as u64,
+                        on_end_us: t0_us + (on_end * S) as u64,
                     };
-                    let at = next_in_burst(&mut b, &shape, start);
+                    let at = next_in_burst(&mut b, &shape, t0_us);
                     a.heap.push(Reverse((at, f)));
                     a.bursts.push(b);
                 }
@@ -226,18 +223,40 @@ impl Arrivals {
     }
 }
 
+/// How long bursts run before traffic starts, s: a day of ON/OFF periods (about 60 cycles
+/// with the default shape) puts each function in a typical phase at the start.
+const BURST_WARMUP_S: f64 = 86_400.0;
+
+/// The ON period in progress at the start, or the next one: (start, end), s after the
+/// start (the start clamped to 0). Periods alternate from [`BURST_WARMUP_S`] before the
+/// start; arrivals within ON periods are memoryless, so only the periods are drawn.
+fn phase_at_start(r: &mut Rng, shape: &AzureShape) -> (f64, f64) {
+    let mut on_end = -BURST_WARMUP_S + r.exp(1.0 / shape.on_mean_s);
+    loop {
+        if on_end >= 0.0 {
+            return (0.0, on_end);
+        }
+        let on_start = on_end + shape.off_s(r);
+        on_end = on_start + r.exp(1.0 / shape.on_mean_s);
+        if on_start >= 0.0 {
+            return (on_start, on_end);
+        }
+    }
+}
+
 /// The first arrival of a bursty function at or after `from_us`, moving through OFF and ON
 /// periods as needed.
-fn next_in_burst(b: &mut Burst, shape: &AzureShape, mut from_us: u64) -> u64 {
+fn next_in_burst(b: &mut Burst, shape: &AzureShape, from_us: u64) -> u64 {
+    let mut from_us = from_us.max(b.on_start_us);
     loop {
         let at = from_us + (b.rng.exp(b.rate_on) * S) as u64;
         if at <= b.on_end_us {
             return at;
         }
         // The ON period ended: an OFF period, then a new ON period.
-        let on_start = b.on_end_us.max(from_us) + (shape.off_s(&mut b.rng) * S) as u64;
-        b.on_end_us = on_start + (b.rng.exp(1.0 / shape.on_mean_s) * S) as u64;
-        from_us = on_start;
+        b.on_start_us = b.on_end_us + (shape.off_s(&mut b.rng) * S) as u64;
+        b.on_end_us = b.on_start_us + (b.rng.exp(1.0 / shape.on_mean_s) * S) as u64;
+        from_us = b.on_start_us;
     }
 }
 

@@ -102,9 +102,11 @@ impl TraceConfig {
     /// The default trace run for `peers` peers. Sources and assumptions:
     /// - 50 functions of 8 methods, 8 calls per invocation, Zipf(1.0) popularity of
     ///   functions and methods: assumed (one tenant's application).
-    /// - 0.5 invocations per second per peer: assumed, so that most (peer, function) pairs
-    ///   see invocations less often than the keep-alive, as in the Azure trace, where 70% of
-    ///   functions are invoked less often than every 10–20 minutes (seed paper, §2).
+    /// - 1 invocation per second per peer: assumed (a simulated second costs about the same
+    ///   whatever the rate, so a higher rate would shorten the simulated time per
+    ///   invocation; a lower one lengthen it). Containers are evicted mostly in the OFF
+    ///   periods of bursty arrivals, as in the Azure trace, where 70% of functions are
+    ///   invoked less often than every 10–20 minutes (seed paper, §2).
     /// - thresholds 200 and 5,000 calls: HotSpot's tiered policy in spirit (the engine's
     ///   defaults, as in the scale scenario).
     /// - keep-alive 10–20 min: Azure Functions' container recycling (Shahrad et al., cited
@@ -127,7 +129,7 @@ impl TraceConfig {
             method_zipf_s: 1.0,
             arrivals: ArrivalKind::Azure,
             azure: AzureShape::default(),
-            rate_per_peer: 0.5,
+            rate_per_peer: 1.0,
             invocations: 100_000,
             thresholds: Thresholds {
                 tier1: 200,
@@ -206,6 +208,8 @@ pub struct TraceResult {
     pub events: u64,
     /// Simulated seconds (traffic and quiet period).
     pub sim_seconds: f64,
+    /// Simulated seconds from the start of traffic to the last invocation.
+    pub traffic_seconds: f64,
     /// Invocations that started a new container (the same for IGN and NS).
     pub cold_starts: u64,
     /// Containers evicted after an idle time longer than their keep-alive (found by the
@@ -515,6 +519,7 @@ fn result(
         invocations: k.invocations,
         events: world.queue.popped(),
         sim_seconds: (world.now_us - t0) as f64 / 1e6,
+        traffic_seconds,
         cold_starts: k.cold_starts,
         evictions: k.evictions,
         hot_starts: k.hot_starts,
