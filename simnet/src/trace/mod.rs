@@ -324,10 +324,9 @@ fn engine_configs(c: &TraceConfig) -> Vec<Config> {
 
 const INVOKE: u64 = 1 << 32;
 
-/// Runs the trace scenario. `progress(invocations_done)` is called now and then.
-pub fn run(c: &TraceConfig, mut progress: impl FnMut(u64)) -> Result<TraceResult, ignite_core::EngineError> {
-    assert!(c.peers > 0 && c.functions > 0 && c.methods > 0 && c.calls > 0);
-    assert!(c.break_function < c.functions && c.keep_alive_ms.0 <= c.keep_alive_ms.1);
+/// The world with every peer joined and meshes formed, and the host model; traffic starts
+/// at the world's current time.
+fn setup(c: &TraceConfig) -> Result<(World, Host), ignite_core::EngineError> {
     let root = TenantRoot::from_secret(blake3::derive_key("simnet root", &c.seed.to_le_bytes()));
     let secrets = TenantSecrets::from_seed(&blake3::derive_key("simnet secrets", &c.seed.to_le_bytes()));
     let tenant: TenantId = root.id();
@@ -378,7 +377,7 @@ pub fn run(c: &TraceConfig, mut progress: impl FnMut(u64)) -> Result<TraceResult
     world.introduce_mesh_peers();
     let t0 = world.now_us;
     let mut dur_rng = root_rng.child(0x6475_7261_7469_6f6e);
-    let mut host = Host {
+    let host = Host {
         tenant,
         function_ids: (0..c.functions).map(function_id).collect(),
         base_s: (0..c.functions).map(|_| base_duration_s(&mut dur_rng)).collect(),
@@ -392,6 +391,16 @@ pub fn run(c: &TraceConfig, mut progress: impl FnMut(u64)) -> Result<TraceResult
         methods: Zipf::new(c.methods as usize, c.method_zipf_s),
         rng: root_rng.child(0x0063_616c_6c73),
     };
+    Ok((world, host))
+}
+
+/// Runs the trace scenario. `progress(invocations_done)` is called now and then.
+pub fn run(c: &TraceConfig, mut progress: impl FnMut(u64)) -> Result<TraceResult, ignite_core::EngineError> {
+    assert!(c.peers > 0 && c.functions > 0 && c.methods > 0 && c.calls > 0);
+    assert!(c.break_function < c.functions && c.keep_alive_ms.0 <= c.keep_alive_ms.1);
+    let (mut world, mut host) = setup(c)?;
+    let t0 = world.now_us;
+    let root_rng = Rng::new(c.seed).child(0x7472_6163_6500);
     let mut arrivals = Arrivals::new(&c.arrival_config(), &root_rng, t0);
     let schedule = |world: &mut World, a: Arrival| {
         world.queue.push(
@@ -451,15 +460,8 @@ pub fn run(c: &TraceConfig, mut progress: impl FnMut(u64)) -> Result<TraceResult
     progress(done);
     let traffic_seconds = ((last_invoke_us - t0) as f64 / 1e6).max(1e-9);
     let during = during.unwrap_or_else(|| world.traffic.clone());
-    Ok(result(
-        c,
-        &world,
-        &host,
-        breaking.len() as u32,
-        t0,
-        traffic_seconds,
-        &during,
-    ))
+    let breaking = host.peers.iter().filter(|p| p.breaking).count() as u32;
+    Ok(result(c, &world, &host, breaking, t0, traffic_seconds, &during))
 }
 
 /// The merged invocation counts of every peer equal the recorded totals.
