@@ -14,4 +14,5 @@ pub mod report;
 pub mod rng;
 pub mod scale;
 pub mod sweep;
+pub mod trace;
 pub mod world;

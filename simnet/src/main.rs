@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use ignite_simnet::paper::{self, Figure5Config};
 use ignite_simnet::report::{peak_rss_bytes, write_json};
 use ignite_simnet::scale::{self, ScaleConfig};
+use ignite_simnet::trace::{self, ArrivalKind, TraceConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -99,6 +100,50 @@ enum Command {
         /// workspace root].
         #[arg(long)]
         calibration: Option<PathBuf>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// The trace scenario: open-loop traffic over many functions of one tenant (Zipf(1.0)
+    /// popularity, 8 methods each), a container per (peer, function) with a 10-20 min
+    /// keep-alive, two hardware classes, and a speculation that breaks on 10% of the peers
+    /// halfway through; Ignite and no sharing on the same invocations. Writes
+    /// DIR/trace.json (simulated results, byte-identical per seed) and DIR/run.json (wall
+    /// time, peak memory). Exits non-zero when a checker fails.
+    Trace {
+        /// Number of peers.
+        #[arg(long, default_value_t = 50)]
+        peers: u32,
+        /// Number of functions of the tenant.
+        #[arg(long, default_value_t = 50)]
+        functions: u32,
+        /// Seed of every random draw.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output directory.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// Arrival process: `poisson` (constant fleet rate) or `azure` (bursty per-function
+        /// ON/OFF arrivals, Azure-Functions-like).
+        #[arg(long, value_enum, default_value_t = ArrivalKind::Azure)]
+        arrivals: ArrivalKind,
+        /// Function invocations to run, fleet-wide.
+        #[arg(long, default_value_t = 100_000)]
+        invocations: u64,
+        /// Mean invocations per second per peer.
+        #[arg(long, default_value_t = 1.0)]
+        rate_per_peer: f64,
+        /// When the speculation breaks, s after traffic starts [default: halfway through
+        /// the expected traffic time].
+        #[arg(long)]
+        break_after_s: Option<u64>,
+        /// Quiet time after the last invocation, for convergence, ms [default: 30,000;
+        /// 180,000 with --faults].
+        #[arg(long)]
+        settle_ms: Option<u64>,
+        /// Network faults: 30% loss, 5% duplication, reordering jitter up to 5 ms.
+        #[arg(long)]
+        faults: bool,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -227,6 +272,55 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 started.elapsed().as_secs_f64(),
                 out.display()
             );
+        }
+        Command::Trace {
+            peers,
+            functions,
+            seed,
+            out,
+            arrivals,
+            invocations,
+            rate_per_peer,
+            break_after_s,
+            settle_ms,
+            faults,
+            quiet,
+        } => {
+            let mut c = TraceConfig::new(peers, seed);
+            c.functions = functions;
+            c.arrivals = arrivals;
+            c.invocations = invocations;
+            c.rate_per_peer = rate_per_peer;
+            c.break_after_ms = break_after_s.map(|s| s * 1_000);
+            c.faults = faults;
+            c.settle_ms = settle_ms.unwrap_or(if faults { 180_000 } else { 30_000 });
+            // Wall time is reported in run.json only; the simulation itself reads no clock
+            // (trace.json is byte-identical per seed).
+            let started = Instant::now();
+            let bar = if quiet {
+                ProgressBar::hidden()
+            } else {
+                ProgressBar::new(invocations)
+            };
+            bar.set_style(ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:40}] {pos}/{len} invocations ({per_sec}, eta {eta})",
+            )?);
+            let r = trace::run(&c, |done| bar.set_position(done))?;
+            bar.finish_and_clear();
+            let wall_s = started.elapsed().as_secs_f64();
+            write_json(&out.join("trace.json"), &r)?;
+            write_json(
+                &out.join("run.json"),
+                &Run {
+                    wall_s,
+                    peak_rss_bytes: peak_rss_bytes(),
+                },
+            )?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            println!("wall {wall_s:.1} s; results in {}", out.display());
+            if !r.checks.passed() {
+                return Err(format!("checker failed: {:?}", r.checks).into());
+            }
         }
     }
     Ok(())
