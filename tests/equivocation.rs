@@ -152,7 +152,7 @@ fn equivocation_same_seq_different_body_is_detected_and_banned() {
     same.second = same.first.clone();
     assert!(!same.verify(&Limits::default()));
     let mut altered = ev.clone();
-    altered.second.entries = wire::encode_entries(&[(inv(M), 12)]);
+    altered.second.entries = wire::encode_entries(&[(inv(M), 12)]).into();
     assert!(!altered.verify(&Limits::default()));
 }
 

@@ -295,9 +295,17 @@ fn a_restored_engine_has_no_code_current_and_publishes_lower_tiers() {
         tier: Tier(0),
         counter: Counter::Invocations,
     };
+    assert_eq!(
+        a.unpublished(&root.id()).get(&(f, key)),
+        Some(&5),
+        "counted before the switch: still to be published"
+    );
+    a.flush(T0.plus_ms(500));
+    let _ = publishes(&mut a);
+    t0.record_invocations(5);
     assert!(
         !a.unpublished(&root.id()).contains_key(&(f, key)),
-        "tier 0 is below the current tier: never published"
+        "tier 0 is below the current tier: no longer published"
     );
     // The host restarts from a snapshot: its code is gone, so what it runs at tier 0 again
     // must be published.
@@ -314,7 +322,7 @@ fn a_restored_engine_has_no_code_current_and_publishes_lower_tiers() {
         .method(f, MethodId(4), Tier(0), MethodShape::default())
         .unwrap()
         .record_invocations(2);
-    assert_eq!(b.unpublished(&root.id()).get(&(f, key)), Some(&7));
+    assert_eq!(b.unpublished(&root.id()).get(&(f, key)), Some(&7), "5 held back, 2 new");
     b.flush(T0.plus_ms(1_000));
     assert!(b.unpublished(&root.id()).is_empty());
 }

@@ -184,7 +184,7 @@ fn weak_node_key_certificate_is_rejected_weak_key() {
         seq: sp.seq,
         issued_at: sp.issued_at,
         full: sp.full,
-        entries,
+        entries: entries.into(),
         signature: forgery,
     };
     let bytes = seal_delta(&rx.secrets, &cert, &sp, &delta);
@@ -289,7 +289,7 @@ fn torsioned_r_signature_gets_the_same_verdict_alone_and_in_a_batch() {
         seq: 1,
         issued_at: sp.issued_at,
         full: false,
-        entries,
+        entries: entries.into(),
         signature: sig,
     };
     // Both deltas in one message: batch-verified together.

@@ -55,6 +55,10 @@ enum Command {
         /// cross-tenant effect.
         #[arg(long, default_value_t = 1)]
         tenants: u32,
+        /// IGN's compile knob: every node compiles for itself once the pooled count crosses
+        /// the threshold (profiles shared, code not), instead of one elected compiler.
+        #[arg(long)]
+        every_node_compiles: bool,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -167,12 +171,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             sync_interval_ms,
             faults,
             tenants,
+            every_node_compiles,
             settle_ms,
             quiet,
         } => {
             let mut c = ScaleConfig::new(peers, seed);
             c.faults = faults;
             c.tenants = tenants;
+            c.every_node_compiles = every_node_compiles;
             c.settle_ms = settle_ms.unwrap_or(if faults { 180_000 } else { 30_000 });
             c.invocations = invocations;
             c.sync_interval_ms = sync_interval_ms;

@@ -105,3 +105,25 @@ fn sweep_writes_its_files_and_shorter_intervals_cost_more_bytes() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn every_node_compiles_knob_compiles_once_per_peer_and_keeps_totals() {
+    let mut c = small(13);
+    c.every_node_compiles = true;
+    let r = run(&c, |_| {}).expect("runs");
+    let (elected, _) = result(13);
+    assert!(r.every_node_compiles);
+    assert!(
+        r.totals_exact,
+        "host-declared tiers publish what was counted below them: {r:?}"
+    );
+    // Every peer compiled every hot key itself; the elected run compiled each once.
+    assert_eq!(r.compiles_per_key_mean, f64::from(c.peers), "{r:?}");
+    assert_eq!(elected.compiles_per_key_mean, 1.0);
+    // No code travels: fewer bytes than the elected run, which ships artifacts.
+    assert!(
+        r.bytes_per_peer_per_s < elected.bytes_per_peer_per_s,
+        "{r:?} vs {elected:?}"
+    );
+    assert!(r.failed_checks(1.01).is_empty(), "{:?}", r.failed_checks(1.01));
+}

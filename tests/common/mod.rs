@@ -117,7 +117,7 @@ pub fn sign_delta(
         seq: spec.seq,
         issued_at: spec.issued_at,
         full: spec.full,
-        entries,
+        entries: entries.into(),
         signature,
     }
 }

@@ -90,7 +90,7 @@ fn nodes(rounds: u64) -> Vec<NodeState> {
                         seq: r as u32,
                         issued_at: r * 1000,
                         full: r == 1,
-                        entries: ignite_core::wire::encode_entries(&e),
+                        entries: ignite_core::wire::encode_entries(&e).into(),
                         signature: SigBytes([0; 32], [0; 32]),
                     };
                     (d, e)

@@ -67,6 +67,10 @@ pub struct ScaleConfig {
     pub churn: ChurnConfig,
     /// Tenants sharing the machines and the gossip network (1 = the scenario as specified).
     pub tenants: u32,
+    /// IGN's compile knob: one elected node compiles each key and the fleet installs its
+    /// code (false), or every node compiles for itself once the pooled count crosses the
+    /// threshold (true; profiles are still shared, code is not).
+    pub every_node_compiles: bool,
 }
 
 impl ScaleConfig {
@@ -93,6 +97,7 @@ impl ScaleConfig {
             faults: false,
             churn: ChurnConfig::default(),
             tenants: 1,
+            every_node_compiles: false,
         }
     }
 }
@@ -147,6 +152,8 @@ pub struct ScaleResult {
     pub published_per_peer_per_s: f64,
     /// Tenants.
     pub tenants: u32,
+    /// Every node compiled for itself (no election, no code distribution).
+    pub every_node_compiles: bool,
     /// Churn carried out: crashes restarted from a snapshot, crashes restarted without state
     /// (new incarnation), graceful leaves, late joins.
     pub churn: ChurnCounts,
@@ -176,7 +183,7 @@ pub struct ChurnCounts {
 
 impl ScaleResult {
     /// Failed checkers, as messages (empty when all pass). `max_compiles` is the bound on
-    /// compiles per key (1.01 without faults, 2 with).
+    /// compiles per key (1.01 without faults, 2 with; not checked when every node compiles).
     pub fn failed_checks(&self, max_compiles: f64) -> Vec<String> {
         let mut out = Vec::new();
         if !self.totals_exact {
@@ -185,7 +192,7 @@ impl ScaleResult {
                 self.tenant_totals_exact
             ));
         }
-        if self.compiles_per_key_mean > max_compiles {
+        if !self.every_node_compiles && self.compiles_per_key_mean > max_compiles {
             out.push(format!(
                 "{} compiles per key (> {max_compiles})",
                 self.compiles_per_key_mean
@@ -231,6 +238,9 @@ pub enum ScaleError {
 const INVOKE: u64 = 1;
 const CHURN: u64 = 2;
 const RESTART: u64 = 3;
+/// A local compile finished (every-node mode): tenant `tag >> 8 & 0xff`, tier
+/// `tag >> 16 & 0xff`, method `tag >> 24`.
+const LOCAL_COMPILE: u64 = 4;
 
 /// Deterministic compiled bytes for a request (the simulated host compiler).
 fn sim_code(req: &ignite_core::code::CompileRequest, size: usize) -> CompiledCode {
@@ -275,7 +285,12 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
                 receiver_slots: 0,
             },
             code: CodeConfig {
-                hardware: vec![class.clone()],
+                // Without a class the engine runs no elections: every node compiles itself.
+                hardware: if c.every_node_compiles {
+                    Vec::new()
+                } else {
+                    vec![class.clone()]
+                },
                 ..CodeConfig::default()
             },
             ..Config::default()
@@ -389,6 +404,7 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
     let mut lost: BTreeMap<(usize, u32, u8), u64> = BTreeMap::new();
     let mut churned = ChurnCounts::default();
     let mut install_violations = 0u64;
+    let mut local_compiles: BTreeMap<(usize, u32, u8), u64> = BTreeMap::new();
     let t2 = c.thresholds.tier2;
     let class_id = class.id();
     let mut last_invoke_us = t0;
@@ -404,6 +420,24 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
             break;
         }
         for (p, e) in world.events.drain(..) {
+            if let Event::ThresholdReached {
+                tenant, method, tier, ..
+            } = &e
+                && c.every_node_compiles
+                && let Some(ti) = tenants.index(tenant)
+            {
+                let t = usize::from(tier.0.clamp(1, 2)) - 1;
+                world.queue.push(
+                    world.now_us + c.compile_ms[t] * 1_000,
+                    Ev::Scenario {
+                        peer: p,
+                        tag: LOCAL_COMPILE
+                            | (ti as u64) << 8
+                            | u64::from(tier.0) << 16
+                            | u64::from(method.method.0) << 24,
+                    },
+                );
+            }
             if let Event::Install(ins) = e {
                 let st = &ins.manifest.statement;
                 let ti = tenants.index(&ins.tenant);
@@ -502,6 +536,22 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
                 world.queue.push(at, Ev::Scenario { peer, tag: INVOKE });
                 continue;
             }
+            LOCAL_COMPILE => {
+                let (ti, tier, m) = ((tag >> 8 & 0xff) as usize, (tag >> 16 & 0xff) as u8, (tag >> 24) as u32);
+                let rt = &mut rts[peer as usize];
+                if rt.life == Life::Up {
+                    *local_compiles.entry((ti, m, tier)).or_insert(0) += 1;
+                    if let Some(t) = rt.tier[ti].get_mut(m as usize) {
+                        *t = (*t).max(tier);
+                    }
+                    let method = ignite_core::MethodKey {
+                        function,
+                        method: MethodId(m),
+                    };
+                    world.engines[peer as usize].set_code_current(&tenants.ids[ti], method, Tier(tier))?;
+                }
+                continue;
+            }
             _ => continue,
         }
         if done >= c.invocations {
@@ -566,6 +616,9 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
         let ti = tenants.index(tenant).unwrap_or(usize::MAX);
         *per_key.entry((ti, key.method.0, key.tier.0, class.0)).or_insert(0) += 1;
     }
+    for ((ti, m, tier), n) in &local_compiles {
+        *per_key.entry((*ti, *m, *tier, class.id().0)).or_insert(0) += n;
+    }
     let compiles_per_key_mean = if per_key.is_empty() {
         0.0
     } else {
@@ -629,6 +682,7 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
             .collect(),
         published_per_peer_per_s: during.published as f64 / n / traffic_seconds,
         tenants: nt as u32,
+        every_node_compiles: c.every_node_compiles,
         churn: churned,
         install_violations,
         misrouted: (world.traffic.misrouted, world.traffic.misrouted_accepted),

@@ -162,7 +162,7 @@ pub fn sign_delta(
         issued_at: issued_at.as_millis(),
         full,
         signature: crypto::sign(&node.key, &[], &signed),
-        entries,
+        entries: entries.into(),
     }
 }
 

@@ -37,9 +37,10 @@ impl Default for Thresholds {
 /// size: larger fleets publish less often, each delta carrying more change. Each node's
 /// first publication is offset by a hash of its key so that publications spread over the
 /// interval. Counters of a method at tier `t` stop being published once code of a tier
-/// above `t` is current for the method: at once through
-/// [`Engine::set_code_current`](super::Engine::set_code_current), after the next
-/// publication for code the engine installed; feedback counters (deopts) continue.
+/// above `t` is current for the method (declared by the host through
+/// [`Engine::set_code_current`](super::Engine::set_code_current), or code the engine
+/// installed), after the next publication, which carries what was counted below it until
+/// then; feedback counters (deopts) continue.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Seed for the engine's random choices (peer selection for anti-entropy).

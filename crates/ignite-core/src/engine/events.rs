@@ -29,7 +29,9 @@ pub enum Event {
         tier: Tier,
         /// Fleet-wide invocations below `tier`.
         invocations: u64,
-        /// Distinct nodes that contributed them.
+        /// Distinct nodes that contributed them, counted up to `code.min_contributors`
+        /// (the check stops there; [`ProfileView::contributors`](crate::ProfileView::contributors)
+        /// gives the full count).
         contributors: usize,
     },
     /// A node signed two conflicting states; it is no longer accepted in the tenant.

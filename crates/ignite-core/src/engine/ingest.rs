@@ -153,7 +153,10 @@ impl Engine {
                 seq: d.seq,
                 issued_at: d.issued_at,
                 full: d.full,
-                entries: d.entries.to_vec(),
+                entries: match &self.config.shared {
+                    Some(s) => s.intern(&hash, d.entries),
+                    None => d.entries.into(),
+                },
                 signature: d.signature,
             };
             match self.apply_delta(now, *tag, &signer, &lane, stored, touched.entry(*tag).or_default()) {

@@ -215,7 +215,8 @@ impl Engine {
         );
         // Code of this tier is current: lower tiers' profile counters stop being published
         // after the next publication (which carries what was counted until then).
-        t.compiled_pending.push((key.function, key.method, key.tier));
+        t.compiled_pending
+            .push((key.function, key.method, key.tier, super::tenant::Declared::Install));
         let tenant = t.tenant;
         // Announce the new installed set soon, for schedulers and attesters.
         // (At most one extra announcement per quarter presence interval: a burst of installs

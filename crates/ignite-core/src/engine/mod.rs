@@ -434,12 +434,14 @@ impl Engine {
         self.tenants.values().map(|t| t.state_bytes()).sum()
     }
 
-    /// Declares that code of `tier` is now current for a method: counters of lower tiers
-    /// of the method are no longer published (feedback counters continue).
+    /// Declares that code of `tier` is now current for a method (code the host compiled
+    /// or loaded itself): counters of lower tiers of the method are published one last time
+    /// at the next publication, which carries what was counted until then, and no longer
+    /// after it (feedback counters continue).
     pub fn set_code_current(&mut self, tenant: &TenantId, method: MethodKey, tier: Tier) -> Result<(), EngineError> {
         let t = self.tenant_mut(tenant)?;
-        let e = t.compiled.entry((method.function, method.method)).or_insert(tier);
-        *e = (*e).max(tier);
+        t.compiled_pending
+            .push((method.function, method.method, tier, tenant::Declared::Host));
         Ok(())
     }
 

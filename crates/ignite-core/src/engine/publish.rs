@@ -221,7 +221,7 @@ impl Engine {
                         seq: own.seq,
                         issued_at: now.as_millis(),
                         full,
-                        entries: enc,
+                        entries: enc.into(),
                         signature,
                     },
                 });
@@ -240,8 +240,8 @@ impl Engine {
         let t = self.tenants.get_mut(&tag).expect("tenant present");
         // Tiers installed since the last publication become current now that the counts
         // recorded below them are out.
-        for (f, m, tier) in std::mem::take(&mut t.compiled_pending) {
-            if t.code.installed.contains_key(&(f, m, tier)) {
+        for (f, m, tier, by) in std::mem::take(&mut t.compiled_pending) {
+            if by == super::tenant::Declared::Host || t.code.installed.contains_key(&(f, m, tier)) {
                 let e = t.compiled.entry((f, m)).or_insert(tier);
                 *e = (*e).max(tier);
             }

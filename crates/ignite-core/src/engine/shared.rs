@@ -8,10 +8,14 @@
 //! [`Stats::opens_shared`](super::Stats). Only successes are shared: a failure is
 //! re-checked by every engine. A platform host running one engine per process has no use
 //! for it.
+//!
+//! The engines also share one copy of each unique signed delta's entries they store
+//! ([`SharedChecks::intern`]): in a simulator every engine holds every node's deltas, and
+//! the copies would otherwise dominate memory.
 
 use crate::crypto::SeenCache;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 struct Inner {
     verified: SeenCache,
@@ -20,6 +24,10 @@ struct Inner {
     cap: usize,
     verifications: u64,
     opens: u64,
+    /// Stored delta entries by delta hash, held only while some engine holds them.
+    interned: BTreeMap<[u8; 32], Weak<[u8]>>,
+    /// Interned entries still alive at the last sweep of dead ones.
+    interned_live: usize,
 }
 
 /// Signature checks and decryptions that succeeded, shared by engines (see the module
@@ -47,6 +55,8 @@ impl SharedChecks {
             cap: cap.max(1),
             verifications: 0,
             opens: 0,
+            interned: BTreeMap::new(),
+            interned_live: 0,
         })))
     }
 
@@ -84,6 +94,41 @@ impl SharedChecks {
                 }
             }
         }
+    }
+
+    /// The one shared copy of the entries of the signed delta identified by `hash` (a hash
+    /// covering everything signed and the signature, so equal hashes mean equal bytes):
+    /// the copy another engine stored, or `entries` copied once. A copy lives as long as
+    /// some engine holds it; dead ones are swept when the table has doubled since the last
+    /// sweep.
+    pub(crate) fn intern(&self, hash: &[u8; 32], entries: &[u8]) -> Arc<[u8]> {
+        let mut g = self.lock();
+        if let Some(a) = g.interned.get(hash).and_then(Weak::upgrade) {
+            return a;
+        }
+        let a: Arc<[u8]> = entries.into();
+        g.interned.insert(*hash, Arc::downgrade(&a));
+        if g.interned.len() > 2 * g.interned_live.max(1024) {
+            g.interned.retain(|_, w| w.strong_count() > 0);
+            g.interned_live = g.interned.len();
+        }
+        a
+    }
+
+    /// Interned delta entries alive now: (distinct copies, references held to them by
+    /// engines, bytes of the copies). Without sharing, every reference would be a copy.
+    pub fn interned(&self) -> (usize, usize, usize) {
+        let g = self.lock();
+        let mut out = (0, 0, 0);
+        for w in g.interned.values() {
+            if let Some(a) = w.upgrade() {
+                out.0 += 1;
+                // The upgrade above holds one reference.
+                out.1 += Arc::strong_count(&a) - 1;
+                out.2 += a.len();
+            }
+        }
+        out
     }
 
     /// Work actually performed through this cache: (signature verifications, decryptions).

@@ -20,6 +20,14 @@ pub(crate) struct OwnLane {
     pub(crate) since_full: u32,
 }
 
+/// Who made a tier current: the engine's install (applies only while that code is still
+/// installed) or the host ([`Engine::set_code_current`](super::Engine::set_code_current)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Declared {
+    Install,
+    Host,
+}
+
 #[derive(Debug)]
 pub(crate) struct TenantState {
     pub(crate) tenant: TenantId,
@@ -37,9 +45,10 @@ pub(crate) struct TenantState {
     /// Own counts restored from a snapshot, added to the recorder's.
     pub(crate) base: BTreeMap<(FunctionId, CounterKey), u64>,
     pub(crate) compiled: BTreeMap<(FunctionId, MethodId), Tier>,
-    /// Code installed since the last publication: its tier becomes `compiled` right after
-    /// the next publication, so the lower-tier counts recorded until then are published.
-    pub(crate) compiled_pending: Vec<(FunctionId, MethodId, Tier)>,
+    /// Code installed or declared current by the host since the last publication: its tier
+    /// becomes `compiled` right after the next publication, so the lower-tier counts
+    /// recorded until then are published.
+    pub(crate) compiled_pending: Vec<(FunctionId, MethodId, Tier, Declared)>,
     pub(crate) deployments: BTreeMap<[u8; 16], [u8; 32]>,
     pub(crate) peers: BTreeSet<Peer>,
     pub(crate) activity: BTreeMap<NodeKey, Timestamp>,

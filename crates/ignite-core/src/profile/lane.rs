@@ -7,6 +7,7 @@ use crate::tenancy::TenantId;
 use crate::wire::{self, Limits};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// Identifies a lane inside a tenant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -40,8 +41,10 @@ pub struct StoredDelta {
     pub issued_at: u64,
     /// Whether it holds every counter of the lane.
     pub full: bool,
-    /// Encoded entries, exactly as signed.
-    pub entries: Vec<u8>,
+    /// Encoded entries, exactly as signed (shared, not copied, when the delta is cloned
+    /// for forwarding; engines of one process with [`SharedChecks`](crate::SharedChecks)
+    /// also share one copy per unique delta).
+    pub entries: Arc<[u8]>,
     /// The node's signature.
     pub signature: SigBytes,
 }
@@ -522,7 +525,7 @@ impl Lane {
     pub(crate) fn heap_bytes(&self) -> usize {
         self.values.capacity() * std::mem::size_of::<Cell>()
             + self.stored.capacity() * std::mem::size_of::<Held>()
-            + self.stored.iter().map(|h| h.delta.entries.capacity()).sum::<usize>()
+            + self.stored.iter().map(|h| h.delta.entries.len()).sum::<usize>()
             + self.rare.as_ref().map_or(0, |r| {
                 std::mem::size_of::<Rare>() + r.above.len() * 16 + r.big.len() * 32
             })

@@ -348,7 +348,7 @@ mod tests {
             seq,
             issued_at: u64::from(seq) * 1000,
             full,
-            entries: crate::wire::encode_entries(values),
+            entries: crate::wire::encode_entries(values).into(),
             signature: SigBytes([0; 32], [0; 32]),
         }
     }

@@ -172,7 +172,7 @@ mod tests {
                 seq: 1,
                 issued_at: 0,
                 full: true,
-                entries: crate::wire::encode_entries(&values),
+                entries: crate::wire::encode_entries(&values).into(),
                 signature: crate::crypto::SigBytes([0; 32], [0; 32]),
             };
             s.apply(&lane, &delta, &values, &crate::wire::Limits::default(), |_, _, v, _| v);
