@@ -47,9 +47,11 @@ fn shared_checks_change_no_output_and_verify_each_signature_once() {
         "{verified_shared} of {verified_alone} verified"
     );
     // Stored delta entries: one copy per unique delta, referenced by every engine holding it.
-    let (copies, holders, bytes) = cache.interned();
-    assert!(copies > 0 && bytes > 0);
-    assert!(holders > 4 * copies, "{holders} references to {copies} copies");
+    // So are presences.
+    for (what, (copies, holders)) in ["delta entries", "presences"].iter().zip(cache.interned()) {
+        assert!(copies > 0, "{what}");
+        assert!(holders > 4 * copies, "{what}: {holders} references to {copies} copies");
+    }
     let (work, opens) = cache.work();
     assert_eq!(work, verified_shared);
     assert!(opens > 0 && sum(&shared, |s| s.opens_shared) > opens);

@@ -40,7 +40,8 @@ pub enum CompileUnit {
 /// A member as known from its latest presence.
 #[derive(Debug, Clone)]
 pub(crate) struct Member {
-    pub(crate) presence: Signed<Presence>,
+    /// Shared by the engines of one process with [`SharedChecks`](crate::SharedChecks).
+    pub(crate) presence: std::sync::Arc<Signed<Presence>>,
     pub(crate) heard_at: Timestamp,
     /// Live until then unless a newer presence arrives.
     pub(crate) live_until: Timestamp,

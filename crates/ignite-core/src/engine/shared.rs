@@ -9,13 +9,55 @@
 //! re-checked by every engine. A platform host running one engine per process has no use
 //! for it.
 //!
-//! The engines also share one copy of each unique signed delta's entries they store
-//! ([`SharedChecks::intern`]): in a simulator every engine holds every node's deltas, and
-//! the copies would otherwise dominate memory.
+//! The engines also share one copy of what each of them stores identically from a unique
+//! signed message: the entries of each signed delta and each member's latest presence. In a
+//! simulator every engine holds every node's deltas and presence, and the copies would
+//! otherwise dominate memory.
 
+use crate::code::{Presence, Signed};
 use crate::crypto::SeenCache;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
+
+/// One shared copy per hash of a value engines store, held only while some engine holds it.
+struct Interner<T: ?Sized> {
+    map: BTreeMap<[u8; 32], Weak<T>>,
+    /// Copies still alive at the last sweep of dead ones.
+    live: usize,
+}
+
+impl<T: ?Sized> Interner<T> {
+    fn new() -> Interner<T> {
+        Interner {
+            map: BTreeMap::new(),
+            live: 0,
+        }
+    }
+
+    /// The copy stored under `hash`, or `make()` stored there. Dead entries are swept when
+    /// the table has doubled since the last sweep.
+    fn intern(&mut self, hash: &[u8; 32], make: impl FnOnce() -> Arc<T>) -> Arc<T> {
+        if let Some(a) = self.map.get(hash).and_then(Weak::upgrade) {
+            return a;
+        }
+        let a = make();
+        self.map.insert(*hash, Arc::downgrade(&a));
+        if self.map.len() > 2 * self.live.max(1024) {
+            self.map.retain(|_, w| w.strong_count() > 0);
+            self.live = self.map.len();
+        }
+        a
+    }
+
+    /// (live copies, references engines hold to them).
+    fn count(&self) -> (usize, usize) {
+        self.map
+            .values()
+            .map(Weak::strong_count)
+            .filter(|n| *n > 0)
+            .fold((0, 0), |(c, r), n| (c + 1, r + n))
+    }
+}
 
 struct Inner {
     verified: SeenCache,
@@ -24,10 +66,10 @@ struct Inner {
     cap: usize,
     verifications: u64,
     opens: u64,
-    /// Stored delta entries by delta hash, held only while some engine holds them.
-    interned: BTreeMap<[u8; 32], Weak<[u8]>>,
-    /// Interned entries still alive at the last sweep of dead ones.
-    interned_live: usize,
+    /// Stored delta entries by delta hash.
+    entries: Interner<[u8]>,
+    /// Members' presences by statement hash.
+    presences: Interner<Signed<Presence>>,
 }
 
 /// Signature checks and decryptions that succeeded, shared by engines (see the module
@@ -55,8 +97,8 @@ impl SharedChecks {
             cap: cap.max(1),
             verifications: 0,
             opens: 0,
-            interned: BTreeMap::new(),
-            interned_live: 0,
+            entries: Interner::new(),
+            presences: Interner::new(),
         })))
     }
 
@@ -98,37 +140,22 @@ impl SharedChecks {
 
     /// The one shared copy of the entries of the signed delta identified by `hash` (a hash
     /// covering everything signed and the signature, so equal hashes mean equal bytes):
-    /// the copy another engine stored, or `entries` copied once. A copy lives as long as
-    /// some engine holds it; dead ones are swept when the table has doubled since the last
-    /// sweep.
+    /// the copy another engine stored, or `entries` copied once.
     pub(crate) fn intern(&self, hash: &[u8; 32], entries: &[u8]) -> Arc<[u8]> {
-        let mut g = self.lock();
-        if let Some(a) = g.interned.get(hash).and_then(Weak::upgrade) {
-            return a;
-        }
-        let a: Arc<[u8]> = entries.into();
-        g.interned.insert(*hash, Arc::downgrade(&a));
-        if g.interned.len() > 2 * g.interned_live.max(1024) {
-            g.interned.retain(|_, w| w.strong_count() > 0);
-            g.interned_live = g.interned.len();
-        }
-        a
+        self.lock().entries.intern(hash, || entries.into())
     }
 
-    /// Interned delta entries alive now: (distinct copies, references held to them by
-    /// engines, bytes of the copies). Without sharing, every reference would be a copy.
-    pub fn interned(&self) -> (usize, usize, usize) {
+    /// The one shared copy of the signed presence identified by `hash` (its statement
+    /// hash): the copy another engine stored, or `p`.
+    pub(crate) fn intern_presence(&self, hash: &[u8; 32], p: Signed<Presence>) -> Arc<Signed<Presence>> {
+        self.lock().presences.intern(hash, || Arc::new(p))
+    }
+
+    /// Shared copies alive now: (distinct copies, references engines hold to them), for
+    /// delta entries and for presences. Without sharing, every reference would be a copy.
+    pub fn interned(&self) -> [(usize, usize); 2] {
         let g = self.lock();
-        let mut out = (0, 0, 0);
-        for w in g.interned.values() {
-            if let Some(a) = w.upgrade() {
-                out.0 += 1;
-                // The upgrade above holds one reference.
-                out.1 += Arc::strong_count(&a) - 1;
-                out.2 += a.len();
-            }
-        }
-        out
+        [g.entries.count(), g.presences.count()]
     }
 
     /// Work actually performed through this cache: (signature verifications, decryptions).

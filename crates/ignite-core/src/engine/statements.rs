@@ -8,6 +8,7 @@ use crate::ids::{Peer, TenantTag, Timestamp};
 use crate::tenancy::{CertError, Roles, SignedCert};
 use crate::wire::Body;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// Encoded size reserved for framing when packing statements into one message.
 const CODE_OVERHEAD: usize = 512;
@@ -61,7 +62,7 @@ impl Engine {
         s: &Signed<T>,
         at: Timestamp,
         role: Roles,
-    ) -> Result<(), Refusal> {
+    ) -> Result<[u8; 32], Refusal> {
         if *s.statement.tenant() != self.tenants[&tag].tenant {
             return Err(Refusal::WrongTenant);
         }
@@ -83,12 +84,12 @@ impl Engine {
             }
             self.seen_deltas.insert(h);
         }
-        Ok(())
+        Ok(h)
     }
 
     /// A presence from a member: the newest (by seq) of each node is kept.
     pub(super) fn on_presence(&mut self, now: Timestamp, tag: TenantTag, p: Signed<Presence>) -> Result<(), Refusal> {
-        self.check_statement(tag, &p, now, Roles(0))?;
+        let hash = self.check_statement(tag, &p, now, Roles(0))?;
         let max_members = self.config.code.max_members;
         // A sender may announce a longer validity in a large fleet; capped so that a dead
         // node leaves the ranking within 64 TTLs whatever it claimed.
@@ -111,10 +112,14 @@ impl Engine {
             // A new member or new classes: elections may be due for other classes.
             t.code.dirty = true;
         }
+        let presence = match &self.config.shared {
+            Some(c) => c.intern_presence(&hash, p),
+            None => Arc::new(p),
+        };
         t.code.members.insert(
             node,
             Member {
-                presence: p,
+                presence,
                 heard_at: now,
                 live_until: now.plus_ms(valid_ms),
             },
@@ -449,7 +454,7 @@ impl Engine {
         t.code.members.insert(
             t.node,
             Member {
-                presence: signed.clone(),
+                presence: Arc::new(signed.clone()),
                 heard_at: now,
                 live_until: now.plus_ms(valid_ms),
             },
