@@ -47,8 +47,9 @@ fn shared_checks_change_no_output_and_verify_each_signature_once() {
         "{verified_shared} of {verified_alone} verified"
     );
     // Stored delta entries: one copy per unique delta, referenced by every engine holding it.
-    // So are presences.
-    for (what, (copies, holders)) in ["delta entries", "presences"].iter().zip(cache.interned()) {
+    // So are presences, fetched blobs and manifests.
+    let kinds = ["delta entries", "presences", "blobs", "manifests"];
+    for (what, (copies, holders)) in kinds.iter().zip(cache.interned()) {
         assert!(copies > 0, "{what}");
         assert!(holders > 4 * copies, "{what}: {holders} references to {copies} copies");
     }

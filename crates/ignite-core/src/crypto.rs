@@ -273,12 +273,14 @@ impl SeenCache {
         if !self.set.insert(hash) {
             return false;
         }
-        self.order.push_back(hash);
-        while self.order.len() > self.cap {
+        // Evict before pushing: the queue never holds more than `cap` (a power-of-two cap
+        // is never exceeded by its allocation).
+        while self.order.len() >= self.cap {
             if let Some(old) = self.order.pop_front() {
                 self.set.remove(&old);
             }
         }
+        self.order.push_back(hash);
         true
     }
 

@@ -69,7 +69,10 @@ pub(crate) struct Installed {
 }
 
 /// Manifests of one (key, class), by generation (the best manifest of each).
-pub(crate) type Generations = BTreeMap<u32, Signed<Manifest>>;
+/// (Behind an `Arc`: a map node holds room for eleven values, and one generation per key is
+/// the common case; shared by the engines of one process with
+/// [`SharedChecks`](crate::SharedChecks).)
+pub(crate) type Generations = BTreeMap<u32, std::sync::Arc<Signed<Manifest>>>;
 
 #[derive(Debug)]
 pub(crate) struct CodeState {
@@ -212,7 +215,7 @@ impl CodeState {
         self.manifests
             .get(&(*key, *class))
             .and_then(|g| g.last_key_value())
-            .map(|(_, m)| m)
+            .map(|(_, m)| &**m)
     }
 
     /// Digest of the current manifests and their attestations (anti-entropy).

@@ -648,7 +648,7 @@ impl Engine {
                 t.code
                     .manifests
                     .iter()
-                    .filter_map(|(k, g)| g.last_key_value().map(|(_, m)| (*k, m.clone())))
+                    .filter_map(|(k, g)| g.last_key_value().map(|(_, m)| (*k, Signed::clone(m))))
                     .collect()
             })
             .unwrap_or_default()

@@ -321,7 +321,7 @@ impl Engine {
 
     /// Reports a refusal for every current manifest of a blob.
     fn refuse_blob(&mut self, tag: TenantTag, hash: &[u8; 32], reason: Refusal) {
-        let ms: Vec<Signed<Manifest>> = self.tenants[&tag]
+        let ms: Vec<Arc<Signed<Manifest>>> = self.tenants[&tag]
             .code
             .manifests
             .values()
@@ -405,7 +405,11 @@ impl Engine {
             Ok(Some(blob)) => {
                 t.code.transfers.remove(&hash);
                 self.stats.blobs_fetched += 1;
-                let blob: Arc<[u8]> = blob.into();
+                // The transfer checked the bytes against `hash`.
+                let blob: Arc<[u8]> = match &self.config.shared {
+                    Some(s) => s.intern_blob(&hash, blob),
+                    None => blob.into(),
+                };
                 // When the store has no room beside installed code, the bytes are handed to
                 // the install step directly (it unpins the code they replace).
                 let _ = t.code.blobs.insert(blob.clone());

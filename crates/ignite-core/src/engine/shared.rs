@@ -10,11 +10,12 @@
 //! for it.
 //!
 //! The engines also share one copy of what each of them stores identically from a unique
-//! signed message: the entries of each signed delta and each member's latest presence. In a
-//! simulator every engine holds every node's deltas and presence, and the copies would
+//! signed message: the entries of each signed delta, each member's latest presence, each
+//! manifest and each fetched code blob. In a simulator every engine holds every node's
+//! deltas and presence and every manifest and installed blob, and the copies would
 //! otherwise dominate memory.
 
-use crate::code::{Presence, Signed};
+use crate::code::{Manifest, Presence, Signed};
 use crate::crypto::SeenCache;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
@@ -70,6 +71,10 @@ struct Inner {
     entries: Interner<[u8]>,
     /// Members' presences by statement hash.
     presences: Interner<Signed<Presence>>,
+    /// Fetched code blobs by content hash.
+    blobs: Interner<[u8]>,
+    /// Manifests by statement hash.
+    manifests: Interner<Signed<Manifest>>,
 }
 
 /// Signature checks and decryptions that succeeded, shared by engines (see the module
@@ -99,6 +104,8 @@ impl SharedChecks {
             opens: 0,
             entries: Interner::new(),
             presences: Interner::new(),
+            blobs: Interner::new(),
+            manifests: Interner::new(),
         })))
     }
 
@@ -151,11 +158,29 @@ impl SharedChecks {
         self.lock().presences.intern(hash, || Arc::new(p))
     }
 
+    /// The one shared copy of the signed manifest identified by `hash` (its statement
+    /// hash): the copy another engine stored, or `m`.
+    pub(crate) fn intern_manifest(&self, hash: &[u8; 32], m: Signed<Manifest>) -> Arc<Signed<Manifest>> {
+        self.lock().manifests.intern(hash, || Arc::new(m))
+    }
+
+    /// The one shared copy of a fetched blob whose bytes were checked against its content
+    /// hash `hash`: the copy another engine fetched, or `bytes`.
+    pub(crate) fn intern_blob(&self, hash: &[u8; 32], bytes: Vec<u8>) -> Arc<[u8]> {
+        self.lock().blobs.intern(hash, || bytes.into())
+    }
+
     /// Shared copies alive now: (distinct copies, references engines hold to them), for
-    /// delta entries and for presences. Without sharing, every reference would be a copy.
-    pub fn interned(&self) -> [(usize, usize); 2] {
+    /// delta entries, presences, fetched blobs and manifests. Without sharing, every
+    /// reference would be a copy.
+    pub fn interned(&self) -> [(usize, usize); 4] {
         let g = self.lock();
-        [g.entries.count(), g.presences.count()]
+        [
+            g.entries.count(),
+            g.presences.count(),
+            g.blobs.count(),
+            g.manifests.count(),
+        ]
     }
 
     /// Work actually performed through this cache: (signature verifications, decryptions).

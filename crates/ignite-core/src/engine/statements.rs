@@ -189,7 +189,7 @@ impl Engine {
         }
         // The certificate must have been valid when the manifest was signed (so that code
         // outlives a renewed certificate); revocation applies whenever it comes.
-        self.check_statement(tag, &m, m.statement.created_at, Roles::COMPILE)?;
+        let hash = self.check_statement(tag, &m, m.statement.created_at, Roles::COMPILE)?;
         let cfg = &self.config.code;
         let (max_blob, max_keys) = (cfg.max_blob_bytes, cfg.max_manifest_keys);
         let t = self.tenants.get_mut(&tag).expect("tenant present");
@@ -231,8 +231,11 @@ impl Engine {
         {
             return Ok(false);
         }
-        let hash = m.hash();
         let generation = s.generation;
+        let m = match &self.config.shared {
+            Some(c) => c.intern_manifest(&hash, m),
+            None => Arc::new(m),
+        };
         if let Some(old) = gens.insert(generation, m) {
             t.code.by_hash.remove(&old.hash());
         }
@@ -342,7 +345,7 @@ impl Engine {
                     .get(&h)
                     .map(|a| a.values().cloned().collect())
                     .unwrap_or_default();
-                items.push((m.clone(), atts));
+                items.push((Signed::clone(m), atts));
             }
         }
         let budget = self.config.limits.max_message_bytes.saturating_sub(CODE_OVERHEAD);
