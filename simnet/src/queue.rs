@@ -5,38 +5,24 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 /// A queue of events of type `E` by virtual time.
+///
+/// The heap orders small keys (time, sequence, slot); the events themselves wait in a slab,
+/// so that sifting moves 24 bytes per level instead of whole events.
 #[derive(Debug)]
 pub struct Queue<E> {
-    heap: BinaryHeap<Reverse<(u64, u64, Slot<E>)>>,
+    heap: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    slab: Vec<Option<E>>,
+    free: Vec<u32>,
     next: u64,
     popped: u64,
-}
-
-/// Wraps an event so the heap orders by (time, sequence) only.
-#[derive(Debug)]
-struct Slot<E>(E);
-
-impl<E> PartialEq for Slot<E> {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-impl<E> Eq for Slot<E> {}
-impl<E> PartialOrd for Slot<E> {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl<E> Ord for Slot<E> {
-    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
-        std::cmp::Ordering::Equal
-    }
 }
 
 impl<E> Default for Queue<E> {
     fn default() -> Self {
         Queue {
             heap: BinaryHeap::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
             next: 0,
             popped: 0,
         }
@@ -46,14 +32,27 @@ impl<E> Default for Queue<E> {
 impl<E> Queue<E> {
     /// Schedules `event` at `at_us`.
     pub fn push(&mut self, at_us: u64, event: E) {
-        self.heap.push(Reverse((at_us, self.next, Slot(event))));
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.slab[i as usize] = Some(event);
+                i
+            }
+            None => {
+                let i = u32::try_from(self.slab.len()).expect("fewer than 2^32 events waiting");
+                self.slab.push(Some(event));
+                i
+            }
+        };
+        self.heap.push(Reverse((at_us, self.next, slot)));
         self.next += 1;
     }
 
     /// The earliest event, with its time.
     pub fn pop(&mut self) -> Option<(u64, E)> {
-        let Reverse((at, _, Slot(e))) = self.heap.pop()?;
+        let Reverse((at, _, slot)) = self.heap.pop()?;
         self.popped += 1;
+        let e = self.slab[slot as usize].take().expect("a queued slot holds its event");
+        self.free.push(slot);
         Some((at, e))
     }
 
@@ -92,5 +91,13 @@ mod tests {
         let order: Vec<_> = std::iter::from_fn(|| q.pop()).collect();
         assert_eq!(order, vec![(1, "a"), (1, "b"), (5, "c"), (5, "d")]);
         assert_eq!(q.popped(), 4);
+        // Freed slots are reused without disturbing the order.
+        q.push(9, "f");
+        q.push(7, "e");
+        q.push(7, "e2");
+        assert_eq!(q.len(), 3);
+        let order: Vec<_> = std::iter::from_fn(|| q.pop()).collect();
+        assert_eq!(order, vec![(7, "e"), (7, "e2"), (9, "f")]);
+        assert!(q.is_empty());
     }
 }

@@ -8,6 +8,7 @@ use crate::profile::{Evidence, LaneId, StoredDelta};
 use crate::tenancy::{CertError, Roles, SignedCert};
 use crate::wire::{self, DeltaBatch};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 impl Engine {
     /// Checks one certificate for use at `now`; signature checks are cached by hash.
@@ -149,15 +150,16 @@ impl Engine {
                 incarnation: d.incarnation,
                 group: d.group,
             };
-            let stored = StoredDelta {
+            let make = || StoredDelta {
                 seq: d.seq,
                 issued_at: d.issued_at,
                 full: d.full,
-                entries: match &self.config.shared {
-                    Some(s) => s.intern(&hash, d.entries),
-                    None => d.entries.into(),
-                },
+                entries: d.entries.into(),
                 signature: d.signature,
+            };
+            let stored = match &self.config.shared {
+                Some(s) => s.intern_delta(&hash, make),
+                None => Arc::new(make()),
             };
             match self.apply_delta(now, *tag, &signer, &lane, stored, touched.entry(*tag).or_default()) {
                 Ok(dup) => {
@@ -192,7 +194,7 @@ impl Engine {
         tag: TenantTag,
         signer: &SignedCert,
         lane: &LaneId,
-        stored: StoredDelta,
+        stored: Arc<StoredDelta>,
         touched: &mut Vec<(FunctionId, MethodId)>,
     ) -> Result<bool, Rejection> {
         let limits = self.config.limits;
@@ -274,7 +276,7 @@ impl Engine {
                 tenant: t.tenant,
                 lane: *lane,
                 first: conflict,
-                second: stored,
+                second: StoredDelta::clone(&stored),
             };
             self.ban(tag, evidence, true);
             return Err(Rejection::Equivocation);

@@ -8,6 +8,7 @@ use crate::profile::{LaneId, StoredDelta};
 use crate::tenancy::SignedCert;
 use crate::wire::{self, Body, DeltaBatch, DeltaWire, Limits};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Bytes of envelope, batch framing and one certificate, reserved when packing batches.
 const BATCH_OVERHEAD: usize = 512;
@@ -232,7 +233,7 @@ impl Engine {
         // Apply our own deltas locally through the same path as everyone else's.
         let mut touched = Vec::new();
         for o in &out {
-            if let Err(e) = self.apply_delta(now, tag, &o.cert, &o.lane, o.delta.clone(), &mut touched) {
+            if let Err(e) = self.apply_delta(now, tag, &o.cert, &o.lane, Arc::new(o.delta.clone()), &mut touched) {
                 tracing::error!(reason = %e, "own delta not applied");
             }
         }

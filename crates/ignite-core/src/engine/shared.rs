@@ -10,13 +10,14 @@
 //! for it.
 //!
 //! The engines also share one copy of what each of them stores identically from a unique
-//! signed message: the entries of each signed delta, each member's latest presence, each
+//! signed message: each signed delta, each member's latest presence, each
 //! manifest and each fetched code blob. In a simulator every engine holds every node's
 //! deltas and presence and every manifest and installed blob, and the copies would
 //! otherwise dominate memory.
 
 use crate::code::{Manifest, Presence, Signed};
 use crate::crypto::SeenCache;
+use crate::profile::StoredDelta;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -67,8 +68,8 @@ struct Inner {
     cap: usize,
     verifications: u64,
     opens: u64,
-    /// Stored delta entries by delta hash.
-    entries: Interner<[u8]>,
+    /// Stored signed deltas by delta hash.
+    deltas: Interner<StoredDelta>,
     /// Members' presences by statement hash.
     presences: Interner<Signed<Presence>>,
     /// Fetched code blobs by content hash.
@@ -102,7 +103,7 @@ impl SharedChecks {
             cap: cap.max(1),
             verifications: 0,
             opens: 0,
-            entries: Interner::new(),
+            deltas: Interner::new(),
             presences: Interner::new(),
             blobs: Interner::new(),
             manifests: Interner::new(),
@@ -145,11 +146,11 @@ impl SharedChecks {
         }
     }
 
-    /// The one shared copy of the entries of the signed delta identified by `hash` (a hash
-    /// covering everything signed and the signature, so equal hashes mean equal bytes):
-    /// the copy another engine stored, or `entries` copied once.
-    pub(crate) fn intern(&self, hash: &[u8; 32], entries: &[u8]) -> Arc<[u8]> {
-        self.lock().entries.intern(hash, || entries.into())
+    /// The one shared copy of the signed delta identified by `hash` (a hash covering
+    /// everything signed and the signature, so equal hashes mean equal deltas): the copy
+    /// another engine stored, or `make()`.
+    pub(crate) fn intern_delta(&self, hash: &[u8; 32], make: impl FnOnce() -> StoredDelta) -> Arc<StoredDelta> {
+        self.lock().deltas.intern(hash, || Arc::new(make()))
     }
 
     /// The one shared copy of the signed presence identified by `hash` (its statement
@@ -171,12 +172,12 @@ impl SharedChecks {
     }
 
     /// Shared copies alive now: (distinct copies, references engines hold to them), for
-    /// delta entries, presences, fetched blobs and manifests. Without sharing, every
+    /// signed deltas, presences, fetched blobs and manifests. Without sharing, every
     /// reference would be a copy.
     pub fn interned(&self) -> [(usize, usize); 4] {
         let g = self.lock();
         [
-            g.entries.count(),
+            g.deltas.count(),
             g.presences.count(),
             g.blobs.count(),
             g.manifests.count(),

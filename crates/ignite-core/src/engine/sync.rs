@@ -260,7 +260,7 @@ impl Engine {
                 items.push(Outgoing {
                     cert: *cert,
                     lane: *lane,
-                    delta: d.clone(),
+                    delta: crate::profile::StoredDelta::clone(d),
                 });
             }
         }

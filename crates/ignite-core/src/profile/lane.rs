@@ -211,7 +211,9 @@ pub(crate) struct Lane {
 /// A stored signed delta with the number of current values that come from it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Held {
-    pub(crate) delta: StoredDelta,
+    /// Shared, not copied, with whatever else holds the same delta (the engines of one
+    /// process with [`SharedChecks`](crate::SharedChecks)).
+    pub(crate) delta: Arc<StoredDelta>,
     refs: u32,
 }
 
@@ -285,7 +287,7 @@ impl Lane {
                 conflicts(entries, &de, d.full)
             };
             if conflict {
-                return Some(d.clone());
+                return Some(StoredDelta::clone(d));
             }
         }
         None
@@ -302,7 +304,7 @@ impl Lane {
     /// interval_ms)` returns the value to keep.
     pub(crate) fn apply(
         &mut self,
-        delta: &StoredDelta,
+        delta: &Arc<StoredDelta>,
         by_id: &[IdEntry],
         by_key: &[(CounterKey, u64)],
         limits: &Limits,
@@ -314,7 +316,7 @@ impl Lane {
                 // The same body (a second valid signature of it is no conflict).
                 out.duplicate = true;
             } else {
-                out.conflict = Some(d.clone());
+                out.conflict = Some(StoredDelta::clone(d));
             }
             return out;
         }
@@ -521,11 +523,16 @@ impl Lane {
         Ok(out)
     }
 
-    /// Approximate heap bytes held.
+    /// Approximate heap bytes held (stored deltas counted in full, as if this engine held
+    /// the only reference).
     pub(crate) fn heap_bytes(&self) -> usize {
         self.values.capacity() * std::mem::size_of::<Cell>()
             + self.stored.capacity() * std::mem::size_of::<Held>()
-            + self.stored.iter().map(|h| h.delta.entries.len()).sum::<usize>()
+            + self
+                .stored
+                .iter()
+                .map(|h| 16 + std::mem::size_of::<StoredDelta>() + h.delta.entries.len())
+                .sum::<usize>()
             + self.rare.as_ref().map_or(0, |r| {
                 std::mem::size_of::<Rare>() + r.above.len() * 16 + r.big.len() * 32
             })

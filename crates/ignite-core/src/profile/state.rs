@@ -6,6 +6,7 @@ use crate::profile::counter::{Counter, CounterKey};
 use crate::wire::Limits;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Bounds on how fast one node's counters may grow, so a compromised member cannot inflate
 /// the fleet profile alone. Excess is clamped (not stored) and reported.
@@ -194,7 +195,8 @@ impl FunctionState {
     /// themselves go through [`Engine::handle_message`](crate::Engine::handle_message),
     /// which checks everything first.
     pub fn apply_verified(&mut self, lane: &LaneId, delta: &StoredDelta, entries: &[(CounterKey, u64)]) -> Applied {
-        let out = self.apply(lane, delta, entries, &Limits::default(), |_, _, proposed, _| proposed);
+        let delta = Arc::new(delta.clone());
+        let out = self.apply(lane, &delta, entries, &Limits::default(), |_, _, proposed, _| proposed);
         Applied {
             increments: out.increments.len(),
             conflict: out.conflict.is_some(),
@@ -206,7 +208,7 @@ impl FunctionState {
     pub(crate) fn apply(
         &mut self,
         lane: &LaneId,
-        delta: &StoredDelta,
+        delta: &Arc<StoredDelta>,
         entries: &[(CounterKey, u64)],
         limits: &Limits,
         cap: impl FnMut(&CounterKey, u64, u64, u64) -> u64,
@@ -343,14 +345,14 @@ mod tests {
     use super::*;
     use crate::crypto::SigBytes;
 
-    fn delta(seq: u32, full: bool, values: &[(CounterKey, u64)]) -> StoredDelta {
-        StoredDelta {
+    fn delta(seq: u32, full: bool, values: &[(CounterKey, u64)]) -> Arc<StoredDelta> {
+        Arc::new(StoredDelta {
             seq,
             issued_at: u64::from(seq) * 1000,
             full,
             entries: crate::wire::encode_entries(values).into(),
             signature: SigBytes([0; 32], [0; 32]),
-        }
+        })
     }
 
     fn test_lane() -> LaneId {

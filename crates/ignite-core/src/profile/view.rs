@@ -175,7 +175,13 @@ mod tests {
                 entries: crate::wire::encode_entries(&values).into(),
                 signature: crate::crypto::SigBytes([0; 32], [0; 32]),
             };
-            s.apply(&lane, &delta, &values, &crate::wire::Limits::default(), |_, _, v, _| v);
+            s.apply(
+                &lane,
+                &std::sync::Arc::new(delta),
+                &values,
+                &crate::wire::Limits::default(),
+                |_, _, v, _| v,
+            );
         }
         s
     }
