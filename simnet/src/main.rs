@@ -7,7 +7,7 @@ use ignite_simnet::scale::{self, ScaleConfig};
 use ignite_simnet::trace::{self, ArrivalKind, TraceConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Deterministic simulation of Ignite peers running the real engine.
@@ -160,6 +160,30 @@ struct Run {
     peak_rss_bytes: Option<u64>,
 }
 
+/// A progress bar of `len` steps drawn with `template` (hidden when `quiet`).
+fn progress(quiet: bool, len: u64, template: &str) -> Result<ProgressBar, Box<dyn std::error::Error>> {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(len)
+    };
+    bar.set_style(ProgressStyle::with_template(template)?);
+    Ok(bar)
+}
+
+/// Writes `run.json` (wall time since `started`, peak RSS) into `out`; returns the wall time.
+fn write_run(out: &Path, started: Instant) -> Result<f64, Box<dyn std::error::Error>> {
+    let wall_s = started.elapsed().as_secs_f64();
+    write_json(
+        &out.join("run.json"),
+        &Run {
+            wall_s,
+            peak_rss_bytes: peak_rss_bytes(),
+        },
+    )?;
+    Ok(wall_s)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     match cli.command {
@@ -185,25 +209,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // Wall time is reported in run.json only; the simulation itself reads no clock
             // (scale.json is byte-identical per seed).
             let started = Instant::now();
-            let bar = if quiet {
-                ProgressBar::hidden()
-            } else {
-                ProgressBar::new(invocations)
-            };
-            bar.set_style(ProgressStyle::with_template(
+            let bar = progress(
+                quiet,
+                invocations,
                 "{elapsed_precise} [{bar:40}] {pos}/{len} invocations ({per_sec}, eta {eta})",
-            )?);
+            )?;
             let r = scale::run(&c, |done| bar.set_position(done))?;
             bar.finish_and_clear();
-            let wall_s = started.elapsed().as_secs_f64();
             write_json(&out.join("scale.json"), &r)?;
-            write_json(
-                &out.join("run.json"),
-                &Run {
-                    wall_s,
-                    peak_rss_bytes: peak_rss_bytes(),
-                },
-            )?;
+            let wall_s = write_run(&out, started)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
             println!("wall {wall_s:.1} s; results in {}", out.display());
             // Checkers: a failing one makes the run fail.
@@ -221,10 +235,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         } => {
             let mut c = ScaleConfig::new(peers, seed);
             c.invocations = invocations;
-            let bar = ProgressBar::new(intervals.len() as u64);
-            bar.set_style(ProgressStyle::with_template(
+            let bar = progress(
+                false,
+                intervals.len() as u64,
                 "{elapsed_precise} [{bar:40}] {pos}/{len} runs (eta {eta})",
-            )?);
+            )?;
             let points = ignite_simnet::sweep::sweep(&c, &intervals, &out, |done, _| bar.set_position(done as u64))?;
             bar.finish_and_clear();
             println!(
@@ -261,14 +276,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // Wall time is printed only; figure5.json depends on the seed alone.
             let started = Instant::now();
             let total = paper::total_runs(&c, &calibration) as u64;
-            let bar = if quiet {
-                ProgressBar::hidden()
-            } else {
-                ProgressBar::new(total)
-            };
-            bar.set_style(ProgressStyle::with_template(
+            let bar = progress(
+                quiet,
+                total,
                 "{elapsed_precise} [{bar:40}] {pos}/{len} IGN runs (eta {eta})",
-            )?);
+            )?;
             let f = paper::run(&c, &calibration, |done| bar.set_position(done as u64)).unwrap_or_else(|e| fail(&e));
             bar.finish_and_clear();
             paper::output::write(&out, &f).unwrap_or_else(|e| fail(&e));
@@ -303,25 +315,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // Wall time is reported in run.json only; the simulation itself reads no clock
             // (trace.json is byte-identical per seed).
             let started = Instant::now();
-            let bar = if quiet {
-                ProgressBar::hidden()
-            } else {
-                ProgressBar::new(invocations)
-            };
-            bar.set_style(ProgressStyle::with_template(
+            let bar = progress(
+                quiet,
+                invocations,
                 "{elapsed_precise} [{bar:40}] {pos}/{len} invocations ({per_sec}, eta {eta})",
-            )?);
+            )?;
             let r = trace::run(&c, |done| bar.set_position(done))?;
             bar.finish_and_clear();
-            let wall_s = started.elapsed().as_secs_f64();
             write_json(&out.join("trace.json"), &r)?;
-            write_json(
-                &out.join("run.json"),
-                &Run {
-                    wall_s,
-                    peak_rss_bytes: peak_rss_bytes(),
-                },
-            )?;
+            let wall_s = write_run(&out, started)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
             println!("wall {wall_s:.1} s; results in {}", out.display());
             if !r.checks.passed() {
