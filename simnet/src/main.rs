@@ -40,6 +40,12 @@ enum Command {
         /// Interval between a peer's profile publications, ms.
         #[arg(long, default_value_t = 1_000)]
         sync_interval_ms: u64,
+        /// Longest wait, ms, of a busy lane whose only changes are settled counters (no
+        /// threshold reads them any more, e.g. invocations at tier 2): such lanes publish
+        /// when this much time has passed or once their counts stop changing. 0 publishes
+        /// them every interval.
+        #[arg(long, default_value_t = 30_000)]
+        settled_publish_ms: u64,
         /// Quiet time after the last invocation, for convergence, ms [default: 30,000;
         /// 180,000 with --faults, as anti-entropy repairs 30% loss in rounds of 10 s].
         #[arg(long)]
@@ -193,6 +199,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             out,
             invocations,
             sync_interval_ms,
+            settled_publish_ms,
             faults,
             tenants,
             every_node_compiles,
@@ -206,6 +213,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             c.settle_ms = settle_ms.unwrap_or(if faults { 180_000 } else { 30_000 });
             c.invocations = invocations;
             c.sync_interval_ms = sync_interval_ms;
+            c.settled_publish_ms = settled_publish_ms;
             // Wall time is reported in run.json only; the simulation itself reads no clock
             // (scale.json is byte-identical per seed).
             let started = Instant::now();

@@ -49,6 +49,9 @@ pub struct ScaleConfig {
     pub thresholds: Thresholds,
     /// Interval between a peer's profile publications (the engine's publish floor), ms.
     pub sync_interval_ms: u64,
+    /// Longest wait of a busy lane whose only changes are settled counters (the engine's
+    /// `settled_publish_ms`; 0 publishes them every interval), ms.
+    pub settled_publish_ms: u64,
     /// Compile time of tier 1 and tier 2 code, ms of the compiling host.
     pub compile_ms: [u64; 2],
     /// Size of a compiled artifact, bytes.
@@ -89,6 +92,7 @@ impl ScaleConfig {
                 tier2: 5_000,
             },
             sync_interval_ms: 1_000,
+            settled_publish_ms: Config::default().settled_publish_ms,
             compile_ms: [20, 200],
             code_bytes: 4_096,
             settle_ms: 30_000,
@@ -276,6 +280,7 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
         configs.push(Config {
             seed: c.seed ^ u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             publish_floor_ms: c.sync_interval_ms,
+            settled_publish_ms: c.settled_publish_ms,
             // The mesh drops duplicates before the engine sees them; the engine's own
             // caches of seen messages need not span minutes of fleet traffic.
             seen_cache: 8_192,

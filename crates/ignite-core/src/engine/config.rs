@@ -41,6 +41,19 @@ impl Default for Thresholds {
 /// [`Engine::set_code_current`](super::Engine::set_code_current), or code the engine
 /// installed), after the next publication, which carries what was counted below it until
 /// then; feedback counters (deopts) continue.
+///
+/// # Settled counters
+/// A non-feedback counter of a method at tier `t` is *settled* once every tier threshold
+/// above `t` has been reached on this node's merged counts (a counter at the top tier is
+/// settled from the start): no threshold reads it any more. A lane's changed settled
+/// counters are published when `max(settled_publish_ms, interval)` has passed since the
+/// lane last published them, or as soon as the lane's counts stopped changing for one
+/// interval; until then each publication carries only the lane's unsettled changes (and
+/// those of a method whose newly installed tier becomes current after it). Steady traffic
+/// over compiled methods then costs the fleet a delta per lane per `settled_publish_ms`
+/// instead of per `interval`, merged totals still become exact once traffic quiets, and
+/// thresholds see unsettled counts as promptly as before. The price: counts not yet signed
+/// wait longer (a crash loses more, see [`Engine::unpublished`](super::Engine::unpublished)).
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Seed for the engine's random choices (peer selection for anti-entropy).
@@ -53,6 +66,10 @@ pub struct Config {
     pub publish_floor_ms: u64,
     /// Target upper bound on delta messages a member receives per second per tenant topic.
     pub max_deltas_per_s: u32,
+    /// Longest wait of a busy lane's changed settled counters (see "Settled counters"
+    /// above); at most the publication interval (e.g. 0) publishes them every interval like
+    /// the others.
+    pub settled_publish_ms: u64,
     /// Every `full_every`-th delta of a lane carries every counter of the lane, so that
     /// receivers can drop older stored deltas.
     pub full_every: u32,
@@ -93,6 +110,7 @@ impl Default for Config {
             groups: 2,
             publish_floor_ms: 1_000,
             max_deltas_per_s: 100,
+            settled_publish_ms: 30_000,
             full_every: 16,
             sync_interval_ms: 10_000,
             function_ttl_ms: 3_600_000,

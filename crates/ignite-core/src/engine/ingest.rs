@@ -360,17 +360,22 @@ impl Engine {
         Ok(())
     }
 
+    /// The policy of a function the host set none for.
+    pub(super) fn default_policy(&self) -> super::FunctionPolicy {
+        super::FunctionPolicy {
+            thresholds: self.config.thresholds,
+            min_contributors: self.config.code.min_contributors,
+            unit: super::CompileUnit::Method,
+        }
+    }
+
     /// Emits a threshold event for each touched method that crossed a tier threshold with
     /// enough distinct contributors, and opens its elections at the next code pass. A
     /// threshold reached by too few nodes is reported once and re-checked on later deltas.
     pub(super) fn check_thresholds(&mut self, tag: TenantTag, touched: &mut Vec<(FunctionId, MethodId)>) {
         touched.sort_unstable();
         touched.dedup();
-        let default_policy = super::FunctionPolicy {
-            thresholds: self.config.thresholds,
-            min_contributors: self.config.code.min_contributors,
-            unit: super::CompileUnit::Method,
-        };
+        let default_policy = self.default_policy();
         let t = self.tenants.get_mut(&tag).expect("tenant present");
         for (f, m) in touched.iter() {
             let policy = t.code.policies.get(f).copied().unwrap_or(default_policy);

@@ -656,7 +656,7 @@ impl Engine {
         for tag in tags {
             self.gc(now, tag);
             if self.tenants[&tag].next_publish <= now {
-                self.publish(now, tag);
+                self.publish(now, tag, false);
             }
             if self.tenants[&tag].next_sync <= now {
                 self.start_sync(now, tag);
@@ -668,12 +668,12 @@ impl Engine {
         }
     }
 
-    /// Publishes every tenant's changed counters now, whatever the schedule (e.g. before
-    /// a graceful shutdown).
+    /// Publishes every tenant's changed counters now, settled ones included, whatever the
+    /// schedule (e.g. before a graceful shutdown or a snapshot).
     pub fn flush(&mut self, now: Timestamp) {
         let tags: Vec<TenantTag> = self.tenants.keys().copied().collect();
         for tag in tags {
-            self.publish(now, tag);
+            self.publish(now, tag, true);
         }
     }
 

@@ -2,9 +2,9 @@
 
 use super::Engine;
 use crate::crypto::{self, domain};
-use crate::ids::{FunctionId, GroupId, MethodId, TenantTag, Timestamp};
+use crate::ids::{FunctionId, GroupId, MethodId, TenantTag, Tier, Timestamp};
 use crate::profile::counter::CounterKey;
-use crate::profile::{LaneId, StoredDelta};
+use crate::profile::{FunctionState, LaneId, StoredDelta};
 use crate::tenancy::SignedCert;
 use crate::wire::{self, Body, DeltaBatch, DeltaWire, Limits};
 use std::collections::BTreeMap;
@@ -92,7 +92,32 @@ pub(super) fn pack(items: &[Outgoing], limits: &Limits) -> Vec<Vec<u8>> {
     bodies
 }
 
+/// Whether no tier threshold reads counter `k` any more: it is not feedback, and every tier
+/// above its own whose threshold exists has been reached on the merged counts of the method
+/// whose thresholds open elections (see [`Config`](super::Config), "Settled counters").
+fn settled(policy: &super::FunctionPolicy, state: Option<&FunctionState>, k: &CounterKey) -> bool {
+    if k.counter.is_feedback() {
+        return false;
+    }
+    let m = match policy.unit {
+        super::CompileUnit::Whole(unit) => unit,
+        super::CompileUnit::Method => k.method,
+    };
+    let fired = state.and_then(|s| s.fired.get(&m).copied()).unwrap_or(0);
+    (k.tier.0 + 1..=Tier::MAX.0)
+        .filter(|tier| super::tier_threshold(&policy.thresholds, Tier(*tier)).is_some())
+        .all(|tier| fired & (1 << tier) != 0)
+}
+
 impl Engine {
+    /// The publication interval of a tenant (see [`Config`](super::Config), "Publication rule").
+    fn publication_interval(&self, tag: TenantTag) -> u64 {
+        let members = self.tenants[&tag].members();
+        self.config
+            .publish_floor_ms
+            .max(members * 1000 / u64::from(self.config.max_deltas_per_s))
+    }
+
     /// Collects this node's current counts per own lane (restored base plus recorder).
     fn current_counts(&self, tag: TenantTag) -> BTreeMap<(FunctionId, GroupId), BTreeMap<CounterKey, u64>> {
         let t = &self.tenants[&tag];
@@ -144,8 +169,9 @@ impl Engine {
         out
     }
 
-    /// Signs and publishes this node's changed counters in one tenant.
-    pub(super) fn publish(&mut self, now: Timestamp, tag: TenantTag) {
+    /// Signs and publishes this node's changed counters in one tenant; settled ones only
+    /// when due (see [`Config`](super::Config), "Settled counters") or `force`d.
+    pub(super) fn publish(&mut self, now: Timestamp, tag: TenantTag, force: bool) {
         let current = self.current_counts(tag);
         let limits = self.config.limits;
         let full_every = self.config.full_every;
@@ -154,6 +180,8 @@ impl Engine {
             .max_entries_per_delta
             .min(limits.max_message_bytes.saturating_sub(BATCH_OVERHEAD + DELTA_OVERHEAD) / ENTRY_MAX)
             .max(1);
+        let settled_interval = self.config.settled_publish_ms.max(self.publication_interval(tag));
+        let default_policy = self.default_policy();
         let t = self.tenants.get_mut(&tag).expect("tenant present");
         let key = t.creds.signing_key();
         let cert = *t.creds.cert();
@@ -176,10 +204,33 @@ impl Engine {
                 .filter(|(k, v)| **v > held(k) && publishable(k))
                 .map(|(k, v)| (*k, *v))
                 .collect();
+            let sum = counts.values().fold(0u64, |a, v| a.wrapping_add(*v));
+            let quiet = own.round_sum == Some(sum);
+            own.round_sum = Some(sum);
+            // Settled changes go out when the lane is quiet or has waited long enough;
+            // until then a publication carries only the changes a threshold still reads
+            // (and those of methods whose new tier becomes current after it).
+            let flush = force || quiet || now >= own.settled_at.plus_ms(settled_interval);
+            let policy = t.code.policies.get(&f).copied().unwrap_or(default_policy);
+            let state = t.functions.get(&f);
+            let pending = &t.compiled_pending;
+            let before = changed.len();
+            let changed: Vec<(CounterKey, u64)> = if flush {
+                changed
+            } else {
+                changed
+                    .into_iter()
+                    .filter(|(k, _)| !settled(&policy, state, k) || pending.iter().any(|p| p.0 == f && p.1 == k.method))
+                    .collect()
+            };
+            self.stats.deferred_entries += (before - changed.len()) as u64;
             if changed.is_empty() {
                 continue;
             }
-            // The union of what was published and what changed: the lane's full state.
+            if flush {
+                own.settled_at = now;
+            }
+            // The union of what was published and what changes now: the lane's signed state.
             let mut all: BTreeMap<CounterKey, u64> = own.published.iter().copied().collect();
             all.extend(changed.iter().copied());
             let all: Vec<(CounterKey, u64)> = all.into_iter().collect();
@@ -238,6 +289,7 @@ impl Engine {
             }
         }
         self.check_thresholds(tag, &mut touched);
+        let interval = self.publication_interval(tag);
         let t = self.tenants.get_mut(&tag).expect("tenant present");
         // Tiers installed since the last publication become current now that the counts
         // recorded below them are out.
@@ -247,11 +299,6 @@ impl Engine {
                 *e = (*e).max(tier);
             }
         }
-        let members = t.members();
-        let interval = self
-            .config
-            .publish_floor_ms
-            .max(members * 1000 / u64::from(self.config.max_deltas_per_s));
         t.next_publish = now.plus_ms(interval);
         let bodies = pack(&out, &limits);
         let topic = t.sealer.topic().clone();

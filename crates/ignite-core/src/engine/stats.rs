@@ -38,6 +38,9 @@ pub struct Stats {
     pub published_bytes: u64,
     /// Counter entries published.
     pub published_entries: u64,
+    /// Changed settled counters left for a later publication, summed over publication
+    /// rounds (see [`Config`](super::Config), "Settled counters").
+    pub deferred_entries: u64,
     /// Messages sent point to point.
     pub sent_messages: u64,
     /// Bytes sent point to point.

@@ -18,6 +18,14 @@ pub(crate) struct OwnLane {
     pub(crate) published: Vec<(CounterKey, u64)>,
     /// Deltas since the last full one.
     pub(crate) since_full: u32,
+    /// When the lane last published its settled changes (not in snapshots: a restored
+    /// lane publishes them at once).
+    #[serde(skip)]
+    pub(crate) settled_at: Timestamp,
+    /// Sum of the lane's current counts at the previous publication round, to tell a quiet
+    /// lane from a busy one (not in snapshots).
+    #[serde(skip)]
+    pub(crate) round_sum: Option<u64>,
 }
 
 /// Who made a tier current: the engine's install (applies only while that code is still
