@@ -614,3 +614,49 @@ fn same_seed_gives_the_same_trace() {
     let (d3, ..) = noisy_scenario(6);
     assert_ne!(d1, d3);
 }
+
+#[test]
+fn installs_are_announced_at_most_once_per_quarter_of_the_fleets_presence_interval() {
+    // Six members at a budget of one presence per second: the presence interval is 6 s
+    // (the floor is 1 s), so installs are announced at most every 1.5 s.
+    let (_, v3, _) = classes();
+    let specs = (0..6)
+        .map(|_| NodeSpec {
+            hardware: vec![v3.clone()],
+            roles: Roles::ALL,
+        })
+        .collect();
+    let mut f = Fleet::new(61, specs, 100, |c| c.code.max_presences_per_s = 1);
+    f.run_for(15_000);
+    let before: Vec<u64> = f
+        .cluster
+        .engines
+        .iter()
+        .map(|e| e.stats().presences_published)
+        .collect();
+    let installs_before = f.installs().len();
+    // Twenty methods get hot one after another, 400 ms apart: twenty installs per node
+    // spread over 8 s.
+    for m in 1..=20 {
+        for i in 0..6 {
+            f.invoke(i, m, 40, 4);
+        }
+        f.run_for(400);
+    }
+    f.run_for(2_000);
+    let window_s: f64 = 10.0;
+    assert_eq!(
+        f.installs().len() - installs_before,
+        6 * 20,
+        "every node installed every method"
+    );
+    for (i, e) in f.cluster.engines.iter().enumerate() {
+        let announced = e.stats().presences_published - before[i];
+        // Regular announcements every 6 s plus extra ones every 1.5 s at most.
+        let most = (window_s / 6.0).ceil() as u64 + (window_s / 1.5).ceil() as u64;
+        assert!(
+            (2..=most).contains(&announced),
+            "node {i}: {announced} presences in {window_s} s of installs (at most {most})"
+        );
+    }
+}

@@ -81,6 +81,8 @@ pub(crate) struct CodeState {
     pub(crate) next_presence: Timestamp,
     /// When this node last announced its presence.
     pub(crate) last_presence: Timestamp,
+    /// The presence interval in force at the last announcement (it grows with the fleet).
+    pub(crate) presence_every: u64,
     pub(crate) next_tick: Timestamp,
     /// When the engine joined the tenant: it claims nothing before it has heard one round of
     /// presences, so that it does not rank itself first in a fleet it cannot see yet.
@@ -137,6 +139,7 @@ impl CodeState {
             presence_seq: 0,
             next_presence: now,
             last_presence: Timestamp(0),
+            presence_every: cfg.presence_interval_ms,
             next_tick: now,
             joined_at: now,
             claims: BTreeMap::new(),

@@ -464,6 +464,8 @@ impl Engine {
         );
         t.code.next_presence = now.plus_ms(interval);
         t.code.last_presence = now;
+        t.code.presence_every = interval;
+        self.stats.presences_published += 1;
         self.publish_body(tag, &Body::Presence(Box::new(signed)));
     }
 }

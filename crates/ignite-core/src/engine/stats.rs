@@ -54,6 +54,8 @@ pub struct Stats {
     pub refused: BTreeMap<&'static str, u64>,
     /// Compile requests handed to the host (publish and attest).
     pub compiles_requested: u64,
+    /// Presences announced.
+    pub presences_published: u64,
     /// Compile claims published (including renewals and releases).
     pub claims_published: u64,
     /// Manifests signed and published.
