@@ -13,6 +13,7 @@ use crate::profile::FunctionState;
 use crate::profile::counter::{Counter, CounterKey};
 use crate::tenancy::Roles;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// Thresholds, contributor requirement and compilation unit of one function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,9 +125,85 @@ pub(crate) struct CodeState {
     pub(crate) withheld: BTreeSet<(FunctionId, MethodId, Tier)>,
     /// Keys the host asked for whatever the thresholds ([`Engine::want_code`](super::Engine::want_code)).
     pub(crate) wanted: BTreeSet<CodeKey>,
+    /// Changes of the set of live members or of their classes or roles (see [`Roster`]).
+    pub(crate) members_version: u64,
+    /// Eligible compilers and needed classes, kept while the membership is the same.
+    pub(crate) roster: Option<Arc<Roster>>,
+}
+
+/// Who may compile for which class and which (tier, class) pairs need code, computed from
+/// the live members and kept until the membership changes: a member joins, comes back after
+/// expiring, changes classes or roles, one is banned or revoked, or the first live member
+/// expires. Elections look at it every tick; recomputing it means walking and hashing every
+/// member, which in a large fleet costs more than the elections themselves.
+#[derive(Debug)]
+pub(crate) struct Roster {
+    /// `members_version` it was computed at.
+    version: u64,
+    /// Banned and revoked nodes counted when it was computed (both sets only grow).
+    excluded: (usize, usize),
+    /// When it was computed, and the earliest expiry of a member live then.
+    from: Timestamp,
+    until: Timestamp,
+    /// Live members allowed to compile, per class they run.
+    pub(crate) eligible: BTreeMap<ClassId, Vec<NodeKey>>,
+    /// Digest of each class's eligible set (rank positions are cached per digest).
+    pub(crate) digests: BTreeMap<ClassId, [u8; 32]>,
+    /// (tier, class) pairs code is needed for.
+    pub(crate) needed: BTreeSet<(Tier, ClassId)>,
 }
 
 impl CodeState {
+    /// Records a member's latest presence, noting whether the membership the roster
+    /// depends on changed.
+    pub(crate) fn put_member(&mut self, node: NodeKey, member: Member, now: Timestamp) {
+        let changed = self.members.get(&node).is_none_or(|old| {
+            now > old.live_until
+                || old.presence.statement.classes != member.presence.statement.classes
+                || old.presence.cert.cert.roles != member.presence.cert.cert.roles
+        });
+        if changed {
+            self.members_version += 1;
+        }
+        self.members.insert(node, member);
+    }
+
+    /// The roster at `now`, recomputed only when the membership changed.
+    pub(crate) fn roster(
+        &mut self,
+        now: Timestamp,
+        excluded: (usize, usize),
+        is_excluded: &dyn Fn(&NodeKey) -> bool,
+    ) -> Arc<Roster> {
+        if let Some(r) = &self.roster
+            && r.version == self.members_version
+            && r.excluded == excluded
+            && now >= r.from
+            && now <= r.until
+        {
+            return r.clone();
+        }
+        let eligible = self.eligible(now, is_excluded);
+        let needed = self.needed_classes(now, &eligible);
+        let digests = eligible.iter().map(|(c, m)| (*c, eligible_digest(m))).collect();
+        let until = self
+            .live(now)
+            .map(|(_, m)| m.live_until)
+            .min()
+            .unwrap_or(Timestamp(u64::MAX));
+        let r = Arc::new(Roster {
+            version: self.members_version,
+            excluded,
+            from: now,
+            until,
+            eligible,
+            digests,
+            needed,
+        });
+        self.roster = Some(r.clone());
+        r
+    }
+
     /// Asks for a full code pass at `at` at the latest.
     pub(crate) fn wake(&mut self, at: Timestamp) {
         self.dirty = true;
@@ -163,6 +240,8 @@ impl CodeState {
             policies: BTreeMap::new(),
             withheld: BTreeSet::new(),
             wanted: BTreeSet::new(),
+            members_version: 0,
+            roster: None,
         }
     }
 
@@ -306,3 +385,12 @@ pub(crate) fn expired(m: &Manifest, now: Timestamp, ttl_ms: u64) -> bool {
 
 /// `rules::rank` re-exported for the engine's election code.
 pub(crate) use rules::rank;
+
+/// Digest of one class's eligible set.
+fn eligible_digest(members: &[NodeKey]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("ignite v1 eligible set");
+    for n in members {
+        h.update(&n.0);
+    }
+    *h.finalize().as_bytes()
+}

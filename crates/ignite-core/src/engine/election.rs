@@ -25,6 +25,16 @@ enum Plan {
 }
 
 impl Engine {
+    /// The tenant's roster of eligible compilers and needed classes at `now`.
+    fn roster(&mut self, now: Timestamp, tag: TenantTag) -> Arc<super::code_state::Roster> {
+        let t = self.tenants.get_mut(&tag).expect("tenant present");
+        let excluded = (t.banned.len(), t.revocations.len());
+        let (banned, revocations) = (&t.banned, &t.revocations);
+        t.code.roster(now, excluded, &|n: &NodeKey| {
+            banned.contains(n) || revocations.contains(n)
+        })
+    }
+
     /// Re-examines elections, attestations, installs and transfers of one tenant.
     pub(super) fn code_pass(&mut self, now: Timestamp, tag: TenantTag) {
         let _span = tracing::debug_span!("code_pass", now = now.as_millis()).entered();
@@ -170,15 +180,10 @@ impl Engine {
         let me = self.tenants[&tag].node;
         let tenant = self.tenants[&tag].tenant;
         let my_classes: BTreeSet<ClassId> = self.class_ids.iter().copied().collect();
-        let eligible = {
-            let t = &self.tenants[&tag];
-            let excluded = |n: &NodeKey| t.banned.contains(n) || t.revocations.contains(n);
-            t.code.eligible(now, &excluded)
-        };
-        let needed = self.tenants[&tag].code.needed_classes(now, &eligible);
+        let roster = self.roster(now, tag);
+        let (eligible, needed, digests) = (&roster.eligible, &roster.needed, &roster.digests);
         let mut open: BTreeSet<Election> = BTreeSet::new();
         let mut plans: Vec<Plan> = Vec::new();
-        let digests: BTreeMap<ClassId, [u8; 32]> = eligible.iter().map(|(c, m)| (*c, eligible_digest(m))).collect();
         let keys = if full {
             self.hot_keys(tag)
         } else {
@@ -449,11 +454,11 @@ impl Engine {
             return;
         }
         let cfg = self.code_settings();
+        let roster = self.roster(now, tag);
+        let eligible = &roster.eligible;
         let t = &self.tenants[&tag];
         let me = t.node;
         let tenant = t.tenant;
-        let excluded = |n: &NodeKey| t.banned.contains(n) || t.revocations.contains(n);
-        let eligible = t.code.eligible(now, &excluded);
         let mut todo = Vec::new();
         for gens in t.code.manifests.values() {
             let Some((_, m)) = gens.last_key_value() else { continue };
@@ -653,13 +658,4 @@ impl Engine {
             })
             .unwrap_or_default()
     }
-}
-
-/// A digest of an eligible set (the key of cached rank positions).
-fn eligible_digest(members: &[NodeKey]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new_derive_key("ignite v1 eligible set");
-    for n in members {
-        h.update(&n.0);
-    }
-    *h.finalize().as_bytes()
 }

@@ -116,13 +116,14 @@ impl Engine {
             Some(c) => c.intern_presence(&hash, p),
             None => Arc::new(p),
         };
-        t.code.members.insert(
+        t.code.put_member(
             node,
             Member {
                 presence,
                 heard_at: now,
                 live_until: now.plus_ms(valid_ms),
             },
+            now,
         );
         Ok(())
     }
@@ -454,13 +455,14 @@ impl Engine {
             truncated,
         };
         let signed = Signed::sign(p, &t.creds);
-        t.code.members.insert(
+        t.code.put_member(
             t.node,
             Member {
                 presence: Arc::new(signed.clone()),
                 heard_at: now,
                 live_until: now.plus_ms(valid_ms),
             },
+            now,
         );
         t.code.next_presence = now.plus_ms(interval);
         t.code.last_presence = now;
