@@ -47,13 +47,16 @@ impl Default for Thresholds {
 /// above `t` has been reached on this node's merged counts (a counter at the top tier is
 /// settled from the start): no threshold reads it any more. A lane's changed settled
 /// counters are published when `max(settled_publish_ms, interval)` has passed since the
-/// lane last published them, or as soon as the lane's counts stopped changing for one
-/// interval; until then each publication carries only the lane's unsettled changes (and
-/// those of a method whose newly installed tier becomes current after it). Steady traffic
-/// over compiled methods then costs the fleet a delta per lane per `settled_publish_ms`
-/// instead of per `interval`, merged totals still become exact once traffic quiets, and
-/// thresholds see unsettled counts as promptly as before. The price: counts not yet signed
-/// wait longer (a crash loses more, see [`Engine::unpublished`](super::Engine::unpublished)).
+/// lane last published them, or at the first publication round at which the lane's counts
+/// have not changed since the previous round (within two intervals of the last change);
+/// until then each publication carries only the lane's unsettled changes (and those of a
+/// method whose newly installed tier becomes current after it). Steady traffic over
+/// compiled methods then costs the fleet a delta per lane per `settled_publish_ms` instead
+/// of per `interval`; merged totals still become exact once traffic quiets (one interval
+/// later than without settled counters), and thresholds see unsettled counts as promptly
+/// as before. The price: counts not yet signed wait longer (a crash loses more, see
+/// [`Engine::unpublished`](super::Engine::unpublished)). [`Engine::flush`](super::Engine::flush)
+/// publishes them at once.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Seed for the engine's random choices (peer selection for anti-entropy).
