@@ -403,5 +403,19 @@ mod tests {
         c.insert([3; 32]);
         assert_eq!(c.len(), 2);
         assert!(!c.contains(&[1; 32]));
+        // Each of the first 16 bytes tells hashes apart; the other 16 are not kept.
+        let mut c = SeenCache::new(64);
+        assert!(c.insert([0; 32]));
+        for i in 0..16 {
+            let mut h = [0; 32];
+            h[i] = 1;
+            assert!(!c.contains(&h), "byte {i}");
+            assert!(c.insert(h));
+            assert!(c.contains(&h));
+        }
+        let mut tail = [0; 32];
+        tail[16] = 1;
+        assert!(c.contains(&tail));
+        assert_eq!(c.len(), 17);
     }
 }
