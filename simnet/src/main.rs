@@ -46,6 +46,11 @@ enum Command {
         /// them every interval.
         #[arg(long, default_value_t = 30_000)]
         settled_publish_ms: u64,
+        /// Smallest signed share of a threshold, in percent, from which an engine may fire
+        /// it on the predicted fleet-wide count (signed counts plus the fleet's rate times
+        /// members' mean time since their last delta); 100 turns prediction off.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=100))]
+        predict_from_pct: u32,
         /// Quiet time after the last invocation, for convergence, ms [default: 30,000;
         /// 180,000 with --faults, as anti-entropy repairs 30% loss in rounds of 10 s].
         #[arg(long)]
@@ -200,6 +205,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             invocations,
             sync_interval_ms,
             settled_publish_ms,
+            predict_from_pct,
             faults,
             tenants,
             every_node_compiles,
@@ -214,6 +220,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             c.invocations = invocations;
             c.sync_interval_ms = sync_interval_ms;
             c.settled_publish_ms = settled_publish_ms;
+            c.predict_from_pct = predict_from_pct;
             // Wall time is reported in run.json only; the simulation itself reads no clock
             // (scale.json is byte-identical per seed).
             let started = Instant::now();

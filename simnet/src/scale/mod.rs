@@ -52,6 +52,9 @@ pub struct ScaleConfig {
     /// Longest wait of a busy lane whose only changes are settled counters (the engine's
     /// `settled_publish_ms`; 0 publishes them every interval), ms.
     pub settled_publish_ms: u64,
+    /// The engine's `predict_from_pct` (smallest signed share of a threshold from which
+    /// it may be reached by prediction; 100 turns prediction off).
+    pub predict_from_pct: u32,
     /// Compile time of tier 1 and tier 2 code, ms of the compiling host.
     pub compile_ms: [u64; 2],
     /// Size of a compiled artifact, bytes.
@@ -93,6 +96,7 @@ impl ScaleConfig {
             },
             sync_interval_ms: 1_000,
             settled_publish_ms: Config::default().settled_publish_ms,
+            predict_from_pct: Config::default().predict_from_pct,
             compile_ms: [20, 200],
             code_bytes: 4_096,
             settle_ms: 30_000,
@@ -127,6 +131,9 @@ pub struct ScaleResult {
     pub ns_excess_warm: f64,
     /// Publish compiles per (method, tier, class) compiled.
     pub compiles_per_key_mean: f64,
+    /// Threshold events over all peers: reached on the signed counts, and reached by
+    /// prediction before them (the engine's `predict_from_pct`).
+    pub thresholds_signed_predicted: (u64, u64),
     /// Messages sent per peer per simulated second while invocations ran.
     pub msgs_per_peer_per_s: f64,
     /// Bytes sent per peer per simulated second while invocations ran.
@@ -281,6 +288,7 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
             seed: c.seed ^ u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             publish_floor_ms: c.sync_interval_ms,
             settled_publish_ms: c.settled_publish_ms,
+            predict_from_pct: c.predict_from_pct,
             // The mesh drops duplicates before the engine sees them; the engine's own
             // caches of seen messages need not span minutes of fleet traffic.
             seen_cache: 8_192,
@@ -409,6 +417,7 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
     let mut lost: BTreeMap<(usize, u32, u8), u64> = BTreeMap::new();
     let mut churned = ChurnCounts::default();
     let mut install_violations = 0u64;
+    let mut thresholds = (0u64, 0u64);
     let mut local_compiles: BTreeMap<(usize, u32, u8), u64> = BTreeMap::new();
     let t2 = c.thresholds.tier2;
     let class_id = class.id();
@@ -425,6 +434,13 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
             break;
         }
         for (p, e) in world.events.drain(..) {
+            if let Event::ThresholdReached { predicted, .. } = &e {
+                if *predicted {
+                    thresholds.1 += 1;
+                } else {
+                    thresholds.0 += 1;
+                }
+            }
             if let Event::ThresholdReached {
                 tenant, method, tier, ..
             } = &e
@@ -664,6 +680,7 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
         ns_warm_invocations: ns_warm,
         ns_excess_warm: ns_warm as f64 / warm_min.max(1.0),
         compiles_per_key_mean,
+        thresholds_signed_predicted: thresholds,
         msgs_per_peer_per_s: during.messages as f64 / n / traffic_seconds,
         bytes_per_peer_per_s: during.bytes as f64 / n / traffic_seconds,
         state_bytes_per_peer_max: world.engines.iter().map(|e| e.state_bytes() as u64).max().unwrap_or(0),

@@ -99,6 +99,13 @@ pub struct CodeConfig {
     pub lease_ms: u64,
     /// How often pending elections, installs and fetches are re-examined.
     pub tick_ms: u64,
+    /// A node claims no compile in its first `claim_after_join_ms` after joining; after
+    /// that, until `presence_interval_ms` has passed, only once every member with the
+    /// compile role whose delta it accepted has a live presence here (its roster, which
+    /// ranks the election, is then complete as far as it can tell). At most
+    /// `presence_interval_ms`.
+    #[serde(default = "default_claim_after_join_ms")]
+    pub claim_after_join_ms: u64,
     /// Distinct contributing nodes a threshold needs by default.
     pub min_contributors: usize,
     /// Distinct attesting nodes (other than the compiler) that must report the same blob
@@ -142,6 +149,7 @@ impl CodeConfig {
             max_presences_per_s: c.max_presences_per_s,
             lease_ms: c.lease_ms,
             tick_ms: c.tick_ms,
+            claim_after_join_ms: c.claim_after_join_ms,
             min_contributors: c.min_contributors,
             min_attestations: c.min_attestations,
             retire_min_nodes: c.retire_min_nodes,
@@ -161,6 +169,10 @@ impl CodeConfig {
     }
 }
 
+fn default_claim_after_join_ms() -> u64 {
+    1_000
+}
+
 impl Default for CodeConfig {
     fn default() -> CodeConfig {
         CodeConfig {
@@ -170,6 +182,7 @@ impl Default for CodeConfig {
             max_presences_per_s: 100,
             lease_ms: 30_000,
             tick_ms: 250,
+            claim_after_join_ms: default_claim_after_join_ms(),
             min_contributors: 1,
             min_attestations: 0,
             retire_min_nodes: 3,

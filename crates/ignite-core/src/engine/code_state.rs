@@ -88,6 +88,10 @@ pub(crate) struct CodeState {
     /// When the engine joined the tenant: it claims nothing before it has heard one round of
     /// presences, so that it does not rank itself first in a fleet it cannot see yet.
     pub(crate) joined_at: Timestamp,
+    /// Every member with the compile role whose delta was accepted had a live presence
+    /// here at some point after joining (claims are then allowed; see
+    /// `CodeConfig::claim_after_join_ms`).
+    pub(crate) roster_known: bool,
     pub(crate) claims: BTreeMap<(Election, NodeKey), Signed<Claim>>,
     pub(crate) manifests: BTreeMap<(CodeKey, ClassId), Generations>,
     /// Manifest hash -> (key, class, generation) of every held manifest.
@@ -219,6 +223,7 @@ impl CodeState {
             presence_every: cfg.presence_interval_ms,
             next_tick: now,
             joined_at: now,
+            roster_known: false,
             claims: BTreeMap::new(),
             manifests: BTreeMap::new(),
             by_hash: BTreeMap::new(),

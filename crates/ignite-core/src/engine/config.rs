@@ -57,6 +57,23 @@ impl Default for Thresholds {
 /// as before. The price: counts not yet signed wait longer (a crash loses more, see
 /// [`Engine::unpublished`](super::Engine::unpublished)). [`Engine::flush`](super::Engine::flush)
 /// publishes them at once.
+///
+/// # Predicted thresholds
+/// With the publication rule, the signed counts a node sees lag the fleet's true counts by
+/// what members recorded since their last delta: on average the fleet's call rate times
+/// half an interval, which at 1,000 members and a 10 s interval is far more than a
+/// threshold for every method but the rarest. A node therefore also fires an open
+/// threshold when its *predicted* count reaches it: the signed merged count `K` plus the
+/// fleet's rate times the members' mean time since their last delta. The rate is the growth
+/// of `K` over the last one to two windows of `max(interval, 2 * publish_floor_ms)` (at
+/// least `2 * publish_floor_ms` of samples), and each member's time since its last delta is
+/// capped at the interval (a member with changes publishes every interval). The prediction
+/// uses only signed data every member sees alike, so members fire within a pass of each
+/// other; it fires only once `K` is at least `predict_from_pct` percent of the threshold
+/// and the threshold's contributor minimum holds on the signed counts. It assumes the last
+/// window's rate goes on: a fleet whose traffic stops within a window of a threshold may
+/// fire it up to the unsigned part early. `predict_from_pct` 100 turns prediction off.
+/// Passes run every `code.tick_ms` while a counted method has an open threshold.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Seed for the engine's random choices (peer selection for anti-entropy).
@@ -73,6 +90,9 @@ pub struct Config {
     /// above); at most the publication interval (e.g. 0) publishes them every interval like
     /// the others.
     pub settled_publish_ms: u64,
+    /// Smallest signed share of a threshold, in percent, from which the threshold may be
+    /// reached by prediction (see "Predicted thresholds" above); 100 turns prediction off.
+    pub predict_from_pct: u32,
     /// Every `full_every`-th delta of a lane carries every counter of the lane, so that
     /// receivers can drop older stored deltas.
     pub full_every: u32,
@@ -114,6 +134,7 @@ impl Default for Config {
             publish_floor_ms: 1_000,
             max_deltas_per_s: 100,
             settled_publish_ms: 30_000,
+            predict_from_pct: 10,
             full_every: 16,
             sync_interval_ms: 10_000,
             function_ttl_ms: 3_600_000,
@@ -159,6 +180,9 @@ impl Config {
         if self.max_deltas_per_s == 0 {
             return bad("max_deltas_per_s", "must be positive");
         }
+        if self.predict_from_pct > 100 {
+            return bad("predict_from_pct", "must be at most 100");
+        }
         if self.full_every == 0 {
             return bad("full_every", "must be at least 1");
         }
@@ -183,6 +207,9 @@ impl Config {
         let c = &self.code;
         if c.presence_interval_ms == 0 || c.presence_ttl_ms <= c.presence_interval_ms {
             return bad("code.presence_ttl_ms", "must exceed a positive presence_interval_ms");
+        }
+        if c.claim_after_join_ms > c.presence_interval_ms {
+            return bad("code.claim_after_join_ms", "must be at most presence_interval_ms");
         }
         if c.max_presences_per_s == 0 || c.lease_ms == 0 || c.tick_ms == 0 || c.fetch_timeout_ms == 0 {
             return bad("code.lease_ms/tick_ms/fetch_timeout_ms", "must be positive");

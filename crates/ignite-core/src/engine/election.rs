@@ -9,7 +9,7 @@ use crate::code::{
     Manifest, Purpose, Signed, rules,
 };
 use crate::ids::{NodeKey, TenantTag, Tier, Timestamp};
-use crate::tenancy::TenantId;
+use crate::tenancy::{Roles, TenantId};
 use crate::wire::Body;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -70,6 +70,29 @@ impl Engine {
         let t = self.tenants.get_mut(&tag).expect("tenant present");
         let busy = !t.code.turns.is_empty() || !t.code.pending.is_empty() || !t.code.transfers.is_empty();
         t.code.next_tick = if busy { now.plus_ms(tick) } else { t.code.next_presence };
+    }
+
+    /// Whether this node may claim compiles yet (see `CodeConfig::claim_after_join_ms`).
+    fn may_claim(&mut self, now: Timestamp, tag: TenantTag) -> bool {
+        let cfg = &self.config.code;
+        let t = self.tenants.get_mut(&tag).expect("tenant present");
+        if t.code.roster_known || now >= t.code.joined_at.plus_ms(cfg.presence_interval_ms) {
+            return true;
+        }
+        if now < t.code.joined_at.plus_ms(cfg.claim_after_join_ms) {
+            return false;
+        }
+        let (members, certs, me) = (&t.code.members, &t.certs, t.node);
+        let complete = t.activity.keys().all(|n| {
+            *n == me
+                || t.banned.contains(n)
+                || t.revocations.contains(n)
+                || !certs.get(n).is_some_and(|c| c.cert.roles.contains(Roles::COMPILE))
+                || members.get(n).is_some_and(|m| m.live_until > now)
+        });
+        // Once complete the roster follows presences as usual; the latch saves the walk.
+        t.code.roster_known = complete;
+        complete
     }
 
     fn prune_claims(&mut self, now: Timestamp, tag: TenantTag) {
@@ -181,6 +204,7 @@ impl Engine {
         let tenant = self.tenants[&tag].tenant;
         let my_classes: BTreeSet<ClassId> = self.class_ids.iter().copied().collect();
         let roster = self.roster(now, tag);
+        let may_claim = self.may_claim(now, tag);
         let (eligible, needed, digests) = (&roster.eligible, &roster.needed, &roster.digests);
         let mut open: BTreeSet<Election> = BTreeSet::new();
         let mut plans: Vec<Plan> = Vec::new();
@@ -237,7 +261,7 @@ impl Engine {
                         base = base.max(c.statement.lease_until);
                     }
                 }
-                if claimed || now < t.code.joined_at.plus_ms(cfg.presence_interval_ms) {
+                if claimed || !may_claim {
                     continue;
                 }
                 if pos == 0 || now >= base.plus_ms(cfg.lease_ms.saturating_mul(pos as u64)) {

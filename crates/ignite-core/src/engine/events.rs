@@ -19,7 +19,8 @@ pub enum DropReason {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Event {
-    /// A method's fleet-wide invocations below `tier` reached the tier's threshold.
+    /// A method's fleet-wide invocations below `tier` reached the tier's threshold, on the
+    /// signed counts or predicted (see [`Config`](crate::Config), "Predicted thresholds").
     ThresholdReached {
         /// The tenant.
         tenant: TenantId,
@@ -27,12 +28,15 @@ pub enum Event {
         method: MethodKey,
         /// The tier the method is now eligible for.
         tier: Tier,
-        /// Fleet-wide invocations below `tier`.
+        /// Fleet-wide invocations below `tier`: the signed merged count, or the predicted
+        /// count when `predicted`.
         invocations: u64,
-        /// Distinct nodes that contributed them, counted up to `code.min_contributors`
-        /// (the check stops there; [`ProfileView::contributors`](crate::ProfileView::contributors)
-        /// gives the full count).
+        /// Distinct nodes that contributed signed invocations, counted up to
+        /// `code.min_contributors` (the check stops there;
+        /// [`ProfileView::contributors`](crate::ProfileView::contributors) gives the full count).
         contributors: usize,
+        /// Whether the threshold was reached by prediction before the signed counts reached it.
+        predicted: bool,
     },
     /// A node signed two conflicting states; it is no longer accepted in the tenant.
     Equivocation(Box<Evidence>),

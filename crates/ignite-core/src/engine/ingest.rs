@@ -382,9 +382,9 @@ impl Engine {
             if matches!(policy.unit, super::CompileUnit::Whole(unit) if unit != *m) {
                 continue;
             }
-            let Some(state) = t.functions.get_mut(f) else { continue };
             for tier in 1..=Tier::MAX.0 {
                 let tier = Tier(tier);
+                let Some(state) = t.functions.get(f) else { break };
                 let Some(limit) = tier_threshold(&policy.thresholds, tier) else {
                     continue;
                 };
@@ -415,16 +415,31 @@ impl Engine {
                     }
                     continue;
                 }
-                state.fired.insert(*m, fired | bit);
-                t.code.wake(Timestamp(0));
-                self.outputs.push_back(Output::Event(Event::ThresholdReached {
-                    tenant: t.tenant,
-                    method,
-                    tier,
-                    invocations: n,
-                    contributors,
-                }));
+                fire(t, &mut self.outputs, (*f, *m, tier), n, contributors, false);
             }
         }
     }
+}
+
+/// Marks the threshold of `tier` reached for a method and announces it (on the signed
+/// counts, or `predicted` by [`Engine::predict`]).
+pub(super) fn fire(
+    t: &mut super::tenant::TenantState,
+    outputs: &mut std::collections::VecDeque<Output>,
+    (f, m, tier): (FunctionId, MethodId, Tier),
+    invocations: u64,
+    contributors: usize,
+    predicted: bool,
+) {
+    let Some(state) = t.functions.get_mut(&f) else { return };
+    *state.fired.entry(m).or_insert(0) |= 1 << tier.0;
+    t.code.wake(Timestamp(0));
+    outputs.push_back(Output::Event(Event::ThresholdReached {
+        tenant: t.tenant,
+        method: MethodKey { function: f, method: m },
+        tier,
+        invocations,
+        contributors,
+        predicted,
+    }));
 }

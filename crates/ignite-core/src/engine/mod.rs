@@ -6,6 +6,7 @@ mod election;
 mod events;
 mod ingest;
 mod install;
+mod predict;
 mod publish;
 mod shared;
 mod snapshot;
@@ -243,6 +244,7 @@ impl Engine {
         if std::mem::take(&mut self.restored) {
             for t in self.tenants.values_mut() {
                 t.code.joined_at = now;
+                t.code.roster_known = false;
             }
         }
     }
@@ -658,6 +660,9 @@ impl Engine {
             if self.tenants[&tag].next_publish <= now {
                 self.publish(now, tag, false);
             }
+            if self.tenants[&tag].next_predict <= now {
+                self.predict(now, tag);
+            }
             if self.tenants[&tag].next_sync <= now {
                 self.start_sync(now, tag);
             }
@@ -683,6 +688,7 @@ impl Engine {
             .values()
             .map(|t| {
                 t.next_publish
+                    .min(t.next_predict)
                     .min(t.next_sync)
                     .min(t.next_gc)
                     .min(t.code.next_tick)

@@ -111,7 +111,7 @@ fn settled(policy: &super::FunctionPolicy, state: Option<&FunctionState>, k: &Co
 
 impl Engine {
     /// The publication interval of a tenant (see [`Config`](super::Config), "Publication rule").
-    fn publication_interval(&self, tag: TenantTag) -> u64 {
+    pub(super) fn publication_interval(&self, tag: TenantTag) -> u64 {
         let members = self.tenants[&tag].members();
         self.config
             .publish_floor_ms
@@ -300,6 +300,8 @@ impl Engine {
             }
         }
         t.next_publish = now.plus_ms(interval);
+        t.last_publish = now;
+        t.next_predict = t.next_predict.min(now.plus_ms(self.config.code.tick_ms));
         let bodies = pack(&out, &limits);
         let topic = t.sealer.topic().clone();
         let sealed: Vec<Vec<u8>> = bodies.iter().map(|b| t.sealer.seal(b)).collect();

@@ -52,6 +52,8 @@ pub struct Stats {
     pub sync_ignored: u64,
     /// Code refusals by kind.
     pub refused: BTreeMap<&'static str, u64>,
+    /// Thresholds reached by prediction before the signed counts reached them.
+    pub predicted_thresholds: u64,
     /// Compile requests handed to the host (publish and attest).
     pub compiles_requested: u64,
     /// Presences announced.

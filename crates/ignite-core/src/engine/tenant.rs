@@ -68,6 +68,12 @@ pub(crate) struct TenantState {
     pub(crate) tombstones: BTreeMap<FunctionId, u64>,
     pub(crate) tombstone_order: std::collections::VecDeque<FunctionId>,
     pub(crate) next_publish: Timestamp,
+    /// When this node last published in the tenant.
+    pub(crate) last_publish: Timestamp,
+    /// The next prediction pass (see [`Engine::predict`](super::Engine)).
+    pub(crate) next_predict: Timestamp,
+    /// Per open threshold, the samples its fleet rate is measured between.
+    pub(crate) samples: BTreeMap<(FunctionId, MethodId, Tier), super::predict::Samples>,
     pub(crate) next_sync: Timestamp,
     pub(crate) next_gc: Timestamp,
     /// Election and code distribution.
@@ -137,6 +143,9 @@ impl TenantState {
             tombstones: BTreeMap::new(),
             tombstone_order: std::collections::VecDeque::new(),
             next_publish: now.plus_ms(phase),
+            last_publish: now,
+            next_predict: now,
+            samples: BTreeMap::new(),
             next_sync: now,
             next_gc: now.plus_ms(config.function_ttl_ms / 4),
             code: super::code_state::CodeState::new(&config.code, now),

@@ -1,0 +1,130 @@
+//! Predicted thresholds: a threshold reached on the counts the fleet has recorded but not
+//! yet signed (see [`Config`](super::Config), "Predicted thresholds").
+
+use super::Engine;
+use super::tenant::TenantState;
+use crate::ids::{FunctionId, MethodId, TenantTag, Tier, Timestamp};
+use crate::profile::counter::Counter;
+
+/// The two samples `(time, signed count)` a key's fleet rate is measured between.
+pub(crate) type Samples = [(Timestamp, u64); 2];
+
+/// What a prediction pass found.
+struct Found {
+    function: FunctionId,
+    method: MethodId,
+    tier: Tier,
+    predicted: u64,
+    contributors: usize,
+}
+
+/// Members' mean time since their last delta in ms, each capped at `cap` (a member that
+/// has not published for a whole interval has nothing unpublished), this node included.
+fn mean_staleness(t: &TenantState, now: Timestamp, cap: u64) -> u64 {
+    let others = t
+        .activity
+        .iter()
+        .filter(|(n, _)| **n != t.node)
+        .map(|(_, seen)| now.millis_since(*seen).min(cap));
+    let mut sum = now.millis_since(t.last_publish).min(cap);
+    let mut n = 1u64;
+    for s in others {
+        sum += s;
+        n += 1;
+    }
+    sum / n
+}
+
+impl Engine {
+    /// Fires the thresholds whose predicted fleet-wide count has reached them, and schedules
+    /// the next pass (every `code.tick_ms` while a threshold of a counted method is open,
+    /// otherwise at the next publication).
+    pub(super) fn predict(&mut self, now: Timestamp, tag: TenantTag) {
+        let pct = u64::from(self.config.predict_from_pct);
+        let interval = self.publication_interval(tag);
+        let window = interval.max(2 * self.config.publish_floor_ms);
+        let min_span = 2 * self.config.publish_floor_ms;
+        let tick = self.config.code.tick_ms;
+        let default_policy = self.default_policy();
+        let t = self.tenants.get_mut(&tag).expect("tenant present");
+        if pct >= 100 {
+            t.next_predict = Timestamp(u64::MAX);
+            return;
+        }
+        let staleness = mean_staleness(t, now, interval);
+        let mut found: Vec<Found> = Vec::new();
+        let mut open = false;
+        let mut live: Vec<(FunctionId, MethodId, Tier)> = Vec::new();
+        for (f, state) in &t.functions {
+            let policy = t.code.policies.get(f).copied().unwrap_or(default_policy);
+            let mut last: Option<MethodId> = None;
+            for k in state.ids.keys() {
+                if k.counter != Counter::Invocations || last == Some(k.method) {
+                    continue;
+                }
+                last = Some(k.method);
+                let m = k.method;
+                if matches!(policy.unit, super::CompileUnit::Whole(unit) if unit != m) {
+                    continue;
+                }
+                let fired = state.fired.get(&m).copied().unwrap_or(0);
+                for tier in 1..=Tier::MAX.0 {
+                    let tier = Tier(tier);
+                    let Some(limit) = super::tier_threshold(&policy.thresholds, tier) else {
+                        continue;
+                    };
+                    if fired & (1 << tier.0) != 0 {
+                        continue;
+                    }
+                    let signed = state.invocations_below(m, tier);
+                    if signed == 0 || signed >= limit {
+                        continue;
+                    }
+                    open = true;
+                    live.push((*f, m, tier));
+                    let s = t.samples.entry((*f, m, tier)).or_insert([(now, signed); 2]);
+                    if now.millis_since(s[1].0) >= window {
+                        *s = [s[1], (now, signed)];
+                    }
+                    let (t0, n0) = s[0];
+                    let span = now.millis_since(t0);
+                    if span < min_span || signed.saturating_mul(100) < pct * limit {
+                        continue;
+                    }
+                    let unsigned = u128::from(signed.saturating_sub(n0)) * u128::from(staleness) / u128::from(span);
+                    let predicted = u64::try_from(u128::from(signed) + unsigned).unwrap_or(u64::MAX);
+                    if predicted < limit {
+                        continue;
+                    }
+                    let contributors = state.contributors_up_to(m, tier, policy.min_contributors);
+                    if contributors < policy.min_contributors {
+                        continue;
+                    }
+                    found.push(Found {
+                        function: *f,
+                        method: m,
+                        tier,
+                        predicted,
+                        contributors,
+                    });
+                }
+            }
+        }
+        // Samples of keys that fired or lost their counts are dropped.
+        live.sort_unstable();
+        t.samples.retain(|k, _| live.binary_search(k).is_ok());
+        t.next_predict = if open { now.plus_ms(tick) } else { t.next_publish };
+        for x in found {
+            t.samples.remove(&(x.function, x.method, x.tier));
+            self.stats.predicted_thresholds += 1;
+            super::ingest::fire(
+                t,
+                &mut self.outputs,
+                (x.function, x.method, x.tier),
+                x.predicted,
+                x.contributors,
+                true,
+            );
+        }
+    }
+}
