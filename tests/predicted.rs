@@ -24,6 +24,10 @@ fn fleet(predict_from_pct: u32) -> (Cluster, Vec<MethodProfiler>) {
 }
 
 fn fleet_with(predict_from_pct: u32, min_contributors: usize) -> (Cluster, Vec<MethodProfiler>) {
+    fleet_limit(predict_from_pct, min_contributors, LIMIT)
+}
+
+fn fleet_limit(predict_from_pct: u32, min_contributors: usize, limit: u64) -> (Cluster, Vec<MethodProfiler>) {
     let (root, secrets) = tenant(9);
     let f = function("predicted");
     let mut engines = Vec::new();
@@ -38,7 +42,7 @@ fn fleet_with(predict_from_pct: u32, min_contributors: usize) -> (Cluster, Vec<M
                 ..Default::default()
             },
             thresholds: Thresholds {
-                tier1: LIMIT,
+                tier1: limit,
                 tier2: 1 << 40,
             },
             ..Config::default()
@@ -57,8 +61,8 @@ fn fleet_with(predict_from_pct: u32, min_contributors: usize) -> (Cluster, Vec<M
 }
 
 /// One tier-1 threshold event of an engine: (engine, the fleet's true count when it
-/// fired, whether predicted, the count the event reports).
-type Fire = (usize, u64, bool, u64);
+/// fired, whether predicted, the count the event reports, ms since the start).
+type Fire = (usize, u64, bool, u64, u64);
 
 /// Records `per_step` invocations per profiler per 100 ms while the fleet's true count is
 /// below `stop_at`, for `ms` in all; returns the tier-1 threshold events and how many
@@ -67,6 +71,7 @@ fn run_with(c: &mut Cluster, p: &[MethodProfiler], per_step: u64, stop_at: u64, 
     let mut fires = Vec::new();
     let mut pending = 0;
     let mut truth = 0u64;
+    let start = c.now();
     let end = c.now().plus_ms(ms);
     while c.now() < end {
         if truth < stop_at {
@@ -75,21 +80,25 @@ fn run_with(c: &mut Cluster, p: &[MethodProfiler], per_step: u64, stop_at: u64, 
             }
             truth += per_step * p.len() as u64;
         }
-        let next = Timestamp(c.now().0 + 100);
-        c.run_until(next);
-        for (i, e) in c.events.drain(..) {
-            if matches!(e, Event::ThresholdPending { tier, .. } if tier == Tier(1)) {
-                pending += 1;
-            }
-            if let Event::ThresholdReached {
-                tier,
-                predicted,
-                invocations,
-                ..
-            } = e
-                && tier == Tier(1)
-            {
-                fires.push((i, truth, predicted, invocations));
+        // Steps of 10 ms (a tenth of the recording step) resolve when each engine fired.
+        for _ in 0..10 {
+            let next = Timestamp(c.now().0 + 10);
+            c.run_until(next);
+            let at = c.now().millis_since(start);
+            for (i, e) in c.events.drain(..) {
+                if matches!(e, Event::ThresholdPending { tier, .. } if tier == Tier(1)) {
+                    pending += 1;
+                }
+                if let Event::ThresholdReached {
+                    tier,
+                    predicted,
+                    invocations,
+                    ..
+                } = e
+                    && tier == Tier(1)
+                {
+                    fires.push((i, truth, predicted, invocations, at));
+                }
             }
         }
     }
@@ -124,7 +133,7 @@ fn predicted_thresholds_fire_near_the_true_crossing_long_before_the_signed_count
     // With it every engine fires by prediction, near the true crossing (the measured rate
     // trails a rising count a little), and all of them before the first engine without
     // prediction.
-    for (i, truth, was_predicted, reported) in &predicted {
+    for (i, truth, was_predicted, reported, _) in &predicted {
         assert!(was_predicted, "engine {i} fired on signed counts: {predicted:?}");
         assert!(*reported >= LIMIT, "the event reports the predicted count: {reported}");
         assert!(
@@ -134,6 +143,22 @@ fn predicted_thresholds_fire_near_the_true_crossing_long_before_the_signed_count
         assert!(*truth < signed_first, "{truth} vs {signed_first}");
     }
     assert_eq!(c.engines[0].stats().predicted_thresholds, 0);
+}
+
+#[test]
+fn engines_predict_the_crossing_at_nearly_the_same_time() {
+    // The members sample the fleet's rate at the same window starts and look again when
+    // their prediction may reach the limit, so they fire within one recording step (100 ms,
+    // 2,000 invocations at this rate) of each other, not passes (`code.tick_ms`, 250 ms)
+    // and differently timed samples apart (910 ms without either): whichever of them is
+    // elected claims about as early as the first.
+    let (mut c, p) = fleet(10);
+    let fires = run(&mut c, &p, u64::MAX, 30_000);
+    assert_eq!(fires.len(), NODES, "{fires:?}");
+    assert!(fires.iter().all(|f| f.2), "all predicted: {fires:?}");
+    let first = fires.iter().map(|f| f.4).min().unwrap();
+    let last = fires.iter().map(|f| f.4).max().unwrap();
+    assert!(last - first <= 100, "fired from {first} ms to {last} ms: {fires:?}");
 }
 
 #[test]
@@ -203,5 +228,34 @@ fn a_fleet_started_together_claims_after_the_join_wait_not_after_a_presence_inte
     );
     for i in 0..8 {
         assert!(f.installed(i, &key).is_some(), "engine {i} installed the code");
+    }
+}
+
+#[test]
+fn the_rate_accounts_for_a_fleet_that_publishes_less_often_as_it_grows() {
+    // The fleet's members become known over the first seconds, and the publication interval
+    // grows with them (to 5 s): the signed count then grows slower than the fleet's true
+    // count. Thresholds crossed meanwhile (8,000 at 4 s to 16,000 at 8 s) are still
+    // predicted near the crossing: the median engine between 5% before and 10% after it,
+    // every engine by 15% after (the rate without the staleness gained makes the first
+    // engine fire 9-35% late here).
+    for limit in [8_000u64, 10_000, 12_000, 14_000, 16_000] {
+        let (mut c, p) = fleet_limit(10, 1, limit);
+        let fires = run(&mut c, &p, u64::MAX, 30_000);
+        assert_eq!(fires.len(), NODES, "{fires:?}");
+        for (i, truth, was_predicted, _, at) in &fires {
+            assert!(was_predicted, "engine {i}: {fires:?}");
+            assert!(
+                (limit - limit / 20..=limit + limit * 3 / 20).contains(truth),
+                "threshold {limit}: engine {i} fired at {at} ms at a true count of {truth}: {fires:?}"
+            );
+        }
+        let mut truths: Vec<u64> = fires.iter().map(|f| f.1).collect();
+        truths.sort_unstable();
+        let median = truths[NODES / 2];
+        assert!(
+            (limit - limit / 20..=limit + limit / 10).contains(&median),
+            "threshold {limit}: the median engine fired at a true count of {median}: {fires:?}"
+        );
     }
 }

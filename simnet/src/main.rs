@@ -23,7 +23,9 @@ enum Command {
     /// The scale scenario: one function of 200 methods, 20 calls per invocation drawn by
     /// Zipf(1.0), Poisson arrivals of 20 invocations/s per peer, thresholds 200 and 5,000,
     /// 3 zones; until `--invocations` invocations. Writes DIR/scale.json (simulated results,
-    /// byte-identical per seed) and DIR/run.json (wall time, peak memory).
+    /// byte-identical per seed), DIR/timeline.csv (per method and tier: when the fleet's
+    /// count crossed the threshold, the first threshold event, compile request and install,
+    /// installs on half and on all peers) and DIR/run.json (wall time, peak memory).
     Scale {
         /// Number of peers.
         #[arg(long, default_value_t = 100)]
@@ -232,6 +234,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let r = scale::run(&c, |done| bar.set_position(done))?;
             bar.finish_and_clear();
             write_json(&out.join("scale.json"), &r)?;
+            std::fs::write(out.join("timeline.csv"), scale::timeline_csv(&r.timeline))?;
             let wall_s = write_run(&out, started)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
             println!("wall {wall_s:.1} s; results in {}", out.display());

@@ -16,6 +16,9 @@
 //! deliveries (a message also handed to an engine under another tenant's topic).
 
 mod fleet;
+mod timeline;
+
+pub use timeline::{KeyTimeline, to_csv as timeline_csv};
 
 use crate::churn::{self, ChurnConfig, ChurnKind};
 use crate::gossip::GossipConfig;
@@ -177,6 +180,10 @@ pub struct ScaleResult {
     /// Per tenant: every live peer's merged counts equal that tenant's recorded totals
     /// minus its lost counts (no count crosses tenants).
     pub tenant_totals_exact: Vec<bool>,
+    /// Per (tenant, method, tier 1 and 2): crossing, threshold, compile and install times
+    /// (not part of `scale.json`; written as `timeline.csv`).
+    #[serde(skip)]
+    pub timeline: Vec<KeyTimeline>,
 }
 
 /// Churn events carried out in a run.
@@ -409,6 +416,16 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
         );
     }
     let zipf = Zipf::new(c.methods as usize, c.zipf_s);
+    let fleet_rate = f64::from(c.peers) * c.rate_per_peer * f64::from(c.calls);
+    let rates: Vec<Vec<f64>> = (0..nt)
+        .map(|ti| {
+            (0..c.methods as usize)
+                .map(|k| fleet_rate * tenants.share(ti) * zipf.probability(k))
+                .collect()
+        })
+        .collect();
+    let mut timeline = timeline::Timeline::new(t0, c.peers, [c.thresholds.tier1, c.thresholds.tier2], &rates);
+    let mut compiles_seen = world.compiles.len();
     let mut done = 0u64;
     let mut warm = 0u64;
     let mut ns_warm = 0u64;
@@ -434,6 +451,14 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
             break;
         }
         for (p, e) in world.events.drain(..) {
+            let event_tenant = match &e {
+                Event::ThresholdReached { tenant, .. } => tenants.index(tenant),
+                Event::Install(ins) => tenants.index(&ins.tenant),
+                _ => None,
+            };
+            if let Some(ti) = event_tenant {
+                timeline.event(world.now_us, p, ti, &e);
+            }
             if let Event::ThresholdReached { predicted, .. } = &e {
                 if *predicted {
                     thresholds.1 += 1;
@@ -476,6 +501,14 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
                 }
             }
         }
+        // After the events: a compile request follows the threshold event of the same step.
+        for i in compiles_seen..world.compiles.len() {
+            if let Some(ti) = tenants.index(&world.compile_tenants[i]) {
+                let (peer, key) = (world.compiles[i].0, world.compiles[i].1);
+                timeline.compile(world.now_us, peer, ti, key.method.0, key.tier);
+            }
+        }
+        compiles_seen = world.compiles.len();
         let Step::Scenario { peer, tag } = ev else {
             continue;
         };
@@ -591,6 +624,7 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
             let m = zipf.sample(&mut rt.rng);
             let tier = rt.tier[ti][m];
             rt.profilers[ti][m][usize::from(tier)].record_invocation();
+            timeline.call(world.now_us, ti, m as u32, tier);
             *recorded.entry((ti, m as u32, tier)).or_insert(0) += 1;
             calls_per_method[ti][m] += 1;
             if tier < 2 {
@@ -622,12 +656,10 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
     let d = c.gossip.mesh_n as f64;
     let hops = if c.peers <= 1 { 0.0 } else { (n.ln() / d.ln()).ceil() };
     let delay_s = c.compile_ms[1] as f64 / 1e3 + hops * world.net.median_link_us() / 1e6;
-    let fleet_rate = n * c.rate_per_peer * f64::from(c.calls);
     let mut warm_min = 0.0;
     for (ti, calls) in calls_per_method.iter().enumerate() {
         for (k, total) in calls.iter().enumerate() {
-            let rate_k = fleet_rate * tenants.share(ti) * zipf.probability(k);
-            warm_min += (*total as f64).min(t2 as f64 + rate_k * delay_s);
+            warm_min += (*total as f64).min(t2 as f64 + rates[ti][k] * delay_s);
         }
     }
 
@@ -709,6 +741,7 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
         install_violations,
         misrouted: (world.traffic.misrouted, world.traffic.misrouted_accepted),
         tenant_totals_exact,
+        timeline: timeline.finish(),
     })
 }
 

@@ -44,8 +44,9 @@ impl Default for Thresholds {
 ///
 /// # Settled counters
 /// A non-feedback counter of a method at tier `t` is *settled* once every tier threshold
-/// above `t` has been reached on this node's merged counts (a counter at the top tier is
-/// settled from the start): no threshold reads it any more. A lane's changed settled
+/// above `t` has been reached on this node's merged counts, by the signed counts or by
+/// prediction (a counter at the top tier is settled from the start): no threshold reads it
+/// any more. A lane's changed settled
 /// counters are published when `max(settled_publish_ms, interval)` has passed since the
 /// lane last published them, or at the first publication round at which the lane's counts
 /// have not changed since the previous round (within two intervals of the last change);
@@ -64,16 +65,22 @@ impl Default for Thresholds {
 /// half an interval, which at 1,000 members and a 10 s interval is far more than a
 /// threshold for every method but the rarest. A node therefore also fires an open
 /// threshold when its *predicted* count reaches it: the signed merged count `K` plus the
-/// fleet's rate times the members' mean time since their last delta. The rate is the growth
-/// of `K` over the last one to two windows of `max(interval, 2 * publish_floor_ms)` (at
-/// least `2 * publish_floor_ms` of samples), and each member's time since its last delta is
-/// capped at the interval (a member with changes publishes every interval). The prediction
-/// uses only signed data every member sees alike, so members fire within a pass of each
-/// other; it fires only once `K` is at least `predict_from_pct` percent of the threshold
-/// and the threshold's contributor minimum holds on the signed counts. It assumes the last
-/// window's rate goes on: a fleet whose traffic stops within a window of a threshold may
-/// fire it up to the unsigned part early. `predict_from_pct` 100 turns prediction off.
-/// Passes run every `code.tick_ms` while a counted method has an open threshold.
+/// fleet's rate times the members' mean time since their last delta (the staleness `S`).
+/// The rate is the growth of `K` over the last one to two windows of `max(interval, 2 *
+/// publish_floor_ms)` (at least `2 * publish_floor_ms` of samples), sampled at the start of
+/// each window of a grid of multiples of the window in tenant time, divided by the span
+/// less the staleness gained over it (`K` trails the true count by the rate times `S`, so
+/// while a growing fleet publishes less often `K` grows slower than the fleet's calls; the
+/// divisor is at least half the span). Each member's time since its last delta is capped
+/// at the interval (a member with changes publishes every interval). The
+/// prediction uses only signed data every member sees alike, sampled at the same times, so
+/// members fire within milliseconds of each other; it fires only once `K` is at least
+/// `predict_from_pct` percent of the threshold and the threshold's contributor minimum
+/// holds on the signed counts. It assumes the last window's rate goes on: a fleet whose
+/// traffic stops within a window of a threshold may fire it up to the unsigned part early.
+/// `predict_from_pct` 100 turns prediction off. Passes run while a counted method has an
+/// open threshold: every `code.tick_ms`, at each window start, and when an open key's
+/// prediction may reach its limit (from the time its rate needs; at least 10 ms apart).
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Seed for the engine's random choices (peer selection for anti-entropy).

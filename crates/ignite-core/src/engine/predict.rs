@@ -6,8 +6,13 @@ use super::tenant::TenantState;
 use crate::ids::{FunctionId, MethodId, TenantTag, Tier, Timestamp};
 use crate::profile::counter::Counter;
 
-/// The two samples `(time, signed count)` a key's fleet rate is measured between.
-pub(crate) type Samples = [(Timestamp, u64); 2];
+/// Shortest wait between two prediction passes, ms (a crossing foreseen sooner is looked
+/// at after this long).
+const MIN_STEP_MS: u64 = 10;
+
+/// The two samples `(time, signed count, members' mean staleness in ms)` a key's fleet
+/// rate is measured between.
+pub(crate) type Samples = [(Timestamp, u64, u64); 2];
 
 /// What a prediction pass found.
 struct Found {
@@ -37,8 +42,9 @@ fn mean_staleness(t: &TenantState, now: Timestamp, cap: u64) -> u64 {
 
 impl Engine {
     /// Fires the thresholds whose predicted fleet-wide count has reached them, and schedules
-    /// the next pass (every `code.tick_ms` while a threshold of a counted method is open,
-    /// otherwise at the next publication).
+    /// the next pass: while a threshold of a counted method is open, after `code.tick_ms`
+    /// or sooner, when an open key's prediction may reach its limit (the time its rate
+    /// needs, at least `MIN_STEP_MS`); otherwise at the next publication.
     pub(super) fn predict(&mut self, now: Timestamp, tag: TenantTag) {
         let pct = u64::from(self.config.predict_from_pct);
         let interval = self.publication_interval(tag);
@@ -54,6 +60,8 @@ impl Engine {
         let staleness = mean_staleness(t, now, interval);
         let mut found: Vec<Found> = Vec::new();
         let mut open = false;
+        // Time until some open key may fire, ms.
+        let mut soonest = tick;
         let mut live: Vec<(FunctionId, MethodId, Tier)> = Vec::new();
         for (f, state) in &t.functions {
             let policy = t.code.policies.get(f).copied().unwrap_or(default_policy);
@@ -82,18 +90,40 @@ impl Engine {
                     }
                     open = true;
                     live.push((*f, m, tier));
-                    let s = t.samples.entry((*f, m, tier)).or_insert([(now, signed); 2]);
-                    if now.millis_since(s[1].0) >= window {
-                        *s = [s[1], (now, signed)];
+                    let s = t.samples.entry((*f, m, tier)).or_insert([(now, signed, staleness); 2]);
+                    // Samples are taken at the first pass in each window of a grid every
+                    // engine shares (multiples of `window` in tenant time), so the members'
+                    // rates, hence their predictions, agree.
+                    if now.0 / window > s[1].0.0 / window {
+                        *s = [s[1], (now, signed, staleness)];
                     }
-                    let (t0, n0) = s[0];
+                    let (t0, n0, s0) = s[0];
                     let span = now.millis_since(t0);
-                    if span < min_span || signed.saturating_mul(100) < pct * limit {
+                    if signed.saturating_mul(100) < pct * limit {
                         continue;
                     }
-                    let unsigned = u128::from(signed.saturating_sub(n0)) * u128::from(staleness) / u128::from(span);
+                    if span < min_span {
+                        soonest = soonest.min(min_span - span);
+                        continue;
+                    }
+                    // The signed count trails the true one by the rate times the staleness,
+                    // so while the staleness grows (a growing fleet publishes less often) it
+                    // grows slower than the fleet counts: the rate is its growth over the
+                    // span less the staleness gained (at least half the span).
+                    let grown = u128::from(signed.saturating_sub(n0));
+                    let gained = staleness.saturating_sub(s0).min(span / 2);
+                    let denom = u128::from(span - gained);
+                    let unsigned = grown * u128::from(staleness) / denom;
                     let predicted = u64::try_from(u128::from(signed) + unsigned).unwrap_or(u64::MAX);
                     if predicted < limit {
+                        // The prediction grows at the rate: look again when it may reach
+                        // the limit rather than a whole tick later, so the engines of a
+                        // fleet, which hold nearly the same counts, fire at nearly the same
+                        // time (the elected compiler among them).
+                        if grown > 0 {
+                            let wait = (u128::from(limit - predicted) * denom).div_ceil(grown);
+                            soonest = soonest.min(u64::try_from(wait).unwrap_or(u64::MAX));
+                        }
                         continue;
                     }
                     let contributors = state.contributors_up_to(m, tier, policy.min_contributors);
@@ -113,7 +143,15 @@ impl Engine {
         // Samples of keys that fired or lost their counts are dropped.
         live.sort_unstable();
         t.samples.retain(|k, _| live.binary_search(k).is_ok());
-        t.next_predict = if open { now.plus_ms(tick) } else { t.next_publish };
+        if open {
+            // Be there when the next window of the grid starts.
+            soonest = soonest.min(window - now.0 % window);
+        }
+        t.next_predict = if open {
+            now.plus_ms(soonest.clamp(MIN_STEP_MS.min(tick), tick))
+        } else {
+            t.next_publish
+        };
         for x in found {
             t.samples.remove(&(x.function, x.method, x.tier));
             self.stats.predicted_thresholds += 1;
