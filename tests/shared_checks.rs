@@ -47,8 +47,8 @@ fn shared_checks_change_no_output_and_verify_each_signature_once() {
         "{verified_shared} of {verified_alone} verified"
     );
     // Stored signed deltas: one copy per unique delta, referenced by every engine holding it.
-    // So are presences, fetched blobs and manifests.
-    let kinds = ["signed deltas", "presences", "blobs", "manifests"];
+    // So are presences, fetched blobs, manifests and the lanes' values.
+    let kinds = ["signed deltas", "presences", "blobs", "manifests", "lane values"];
     for (what, (copies, holders)) in kinds.iter().zip(cache.interned()) {
         assert!(copies > 0, "{what}");
         assert!(holders > 4 * copies, "{what}: {holders} references to {copies} copies");

@@ -265,9 +265,15 @@ impl Engine {
         }
         let state = t.functions.entry(lane.function).or_default();
         let lifetime_ms = stored.issued_at.saturating_sub(signer.cert.not_before.as_millis());
-        let out = state.apply(lane, &stored, &entries, &limits, |_, held, proposed, interval_ms| {
-            cap_cfg.allowed(held, proposed, interval_ms, lifetime_ms)
-        });
+        let shared = self.config.shared.as_ref();
+        let out = state.apply(
+            lane,
+            &stored,
+            &entries,
+            &limits,
+            shared,
+            |_, held, proposed, interval_ms| cap_cfg.allowed(held, proposed, interval_ms, lifetime_ms),
+        );
         // Idle time is judged on signing times, so old deltas replayed by anti-entropy do not
         // keep an idle function alive.
         state.last_seen = state.last_seen.max(Timestamp(stored.issued_at));

@@ -18,37 +18,45 @@
 use crate::code::{Manifest, Presence, Signed};
 use crate::crypto::SeenCache;
 use crate::profile::StoredDelta;
+use crate::profile::lane::Cell;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 
-/// One shared copy per hash of a value engines store, held only while some engine holds it.
-struct Interner<T: ?Sized> {
-    map: BTreeMap<[u8; 32], Weak<T>>,
+/// One shared copy per key of a value engines store, held only while some engine holds it.
+struct Interner<T: ?Sized, K = [u8; 32]> {
+    map: BTreeMap<K, Weak<T>>,
     /// Copies still alive at the last sweep of dead ones.
     live: usize,
 }
 
-impl<T: ?Sized> Interner<T> {
-    fn new() -> Interner<T> {
+impl<T: ?Sized, K: Ord + Copy> Interner<T, K> {
+    fn new() -> Interner<T, K> {
         Interner {
             map: BTreeMap::new(),
             live: 0,
         }
     }
 
-    /// The copy stored under `hash`, or `make()` stored there. Dead entries are swept when
-    /// the table has doubled since the last sweep.
-    fn intern(&mut self, hash: &[u8; 32], make: impl FnOnce() -> Arc<T>) -> Arc<T> {
-        if let Some(a) = self.map.get(hash).and_then(Weak::upgrade) {
+    /// The copy stored under `key` if `same` accepts it, or `make()` stored there. Dead
+    /// entries are swept when the table has doubled since the last sweep.
+    fn intern_if(&mut self, key: &K, same: impl FnOnce(&T) -> bool, make: impl FnOnce() -> Arc<T>) -> Arc<T> {
+        if let Some(a) = self.map.get(key).and_then(Weak::upgrade)
+            && same(&a)
+        {
             return a;
         }
         let a = make();
-        self.map.insert(*hash, Arc::downgrade(&a));
+        self.map.insert(*key, Arc::downgrade(&a));
         if self.map.len() > 2 * self.live.max(1024) {
             self.map.retain(|_, w| w.strong_count() > 0);
             self.live = self.map.len();
         }
         a
+    }
+
+    /// The copy stored under `key` (a hash of its content), or `make()` stored there.
+    fn intern(&mut self, key: &K, make: impl FnOnce() -> Arc<T>) -> Arc<T> {
+        self.intern_if(key, |_| true, make)
     }
 
     /// (live copies, references engines hold to them).
@@ -76,6 +84,8 @@ struct Inner {
     blobs: Interner<[u8]>,
     /// Manifests by statement hash.
     manifests: Interner<Signed<Manifest>>,
+    /// Lane values by a hint of lane and state, compared in full before sharing.
+    cells: Interner<Vec<Cell>, u64>,
 }
 
 /// Signature checks and decryptions that succeeded, shared by engines (see the module
@@ -107,6 +117,7 @@ impl SharedChecks {
             presences: Interner::new(),
             blobs: Interner::new(),
             manifests: Interner::new(),
+            cells: Interner::new(),
         })))
     }
 
@@ -171,16 +182,25 @@ impl SharedChecks {
         self.lock().blobs.intern(hash, || bytes.into())
     }
 
+    /// The copy of lane values equal to `cells` stored under `hint` (lane and state), or
+    /// `cells` stored there.
+    pub(crate) fn intern_cells(&self, hint: u64, cells: Arc<Vec<Cell>>) -> Arc<Vec<Cell>> {
+        self.lock()
+            .cells
+            .intern_if(&hint, |held| held == cells.as_slice(), || cells.clone())
+    }
+
     /// Shared copies alive now: (distinct copies, references engines hold to them), for
-    /// signed deltas, presences, fetched blobs and manifests. Without sharing, every
-    /// reference would be a copy.
-    pub fn interned(&self) -> [(usize, usize); 4] {
+    /// signed deltas, presences, fetched blobs, manifests and lane values. Without sharing,
+    /// every reference would be a copy.
+    pub fn interned(&self) -> [(usize, usize); 5] {
         let g = self.lock();
         [
             g.deltas.count(),
             g.presences.count(),
             g.blobs.count(),
             g.manifests.count(),
+            g.cells.count(),
         ]
     }
 

@@ -191,8 +191,9 @@ pub(crate) type IdEntry = (u32, CounterKey, u64);
 /// lane's current values, however many deltas the node published.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Lane {
-    /// Current values, sorted by key id.
-    pub(crate) values: Vec<Cell>,
+    /// Current values, sorted by key id. Copied on write: engines of one process holding
+    /// the same values share one copy ([`SharedChecks`](crate::SharedChecks)).
+    pub(crate) values: Arc<Vec<Cell>>,
     /// Highest seq applied.
     pub(crate) max_seq: u32,
     /// Every seq up to this one is held or superseded by a full delta.
@@ -401,7 +402,7 @@ impl Lane {
                 }
                 let cell = self.values[i];
                 if let Some(c) = decide(self, k, Some(cell), *id, *v) {
-                    self.values[i] = c;
+                    Arc::make_mut(&mut self.values)[i] = c;
                 }
             }
         } else {
@@ -424,7 +425,7 @@ impl Lane {
                 }
             }
             merged.extend_from_slice(&old[i..]);
-            self.values = merged;
+            self.values = Arc::new(merged);
         }
         self.record_seq(delta);
         if new_refs > 0 {
@@ -509,7 +510,7 @@ impl Lane {
         }
         let mut out = Vec::with_capacity(self.values.len());
         let mut vhash = 0;
-        for c in &self.values {
+        for c in self.values.iter() {
             let key = key_of(c.id).ok_or_else(|| format!("lane refers to unknown key id {}", c.id))?;
             let v = self.cell_value(c);
             vhash ^= mix(&key, v);
@@ -523,8 +524,15 @@ impl Lane {
         Ok(out)
     }
 
-    /// Approximate heap bytes held (stored deltas counted in full, as if this engine held
-    /// the only reference).
+    /// Shares this lane's values with the engines of the process that hold the same ones
+    /// (the same lane at the same state).
+    pub(crate) fn share_values(&mut self, shared: &crate::SharedChecks, lane: u64) {
+        let hint = lane ^ self.vhash ^ u64::from(self.max_seq).rotate_left(32) ^ self.values.len() as u64;
+        self.values = shared.intern_cells(hint, std::mem::take(&mut self.values));
+    }
+
+    /// Approximate heap bytes held (values and stored deltas counted in full, as if this
+    /// engine held the only reference).
     pub(crate) fn heap_bytes(&self) -> usize {
         self.values.capacity() * std::mem::size_of::<Cell>()
             + self.stored.capacity() * std::mem::size_of::<Held>()

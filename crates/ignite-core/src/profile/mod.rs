@@ -6,7 +6,7 @@
 //! of a counter is the sum over lanes.
 
 pub mod counter;
-mod lane;
+pub(crate) mod lane;
 mod state;
 mod view;
 

@@ -52,6 +52,33 @@ impl CapConfig {
     }
 }
 
+/// Key ids from here on are given in order of first sight; ids below are fixed by the key.
+pub(crate) const DYNAMIC_IDS: u32 = 1 << 31;
+
+/// The fixed id of an invocation counter (method below 2^28, tier below 4): the id every
+/// engine gives it.
+pub(crate) fn fixed_id(k: &CounterKey) -> Option<u32> {
+    (k.counter == Counter::Invocations && k.method.0 < 1 << 28 && k.tier.0 < 4)
+        .then(|| k.method.0 << 2 | u32::from(k.tier.0))
+}
+
+/// The key of a fixed id.
+fn fixed_key(id: u32) -> Option<CounterKey> {
+    (id < 1 << 30).then_some(CounterKey {
+        method: MethodId(id >> 2),
+        tier: Tier((id & 3) as u8),
+        counter: Counter::Invocations,
+    })
+}
+
+/// The key of `id`, given the table of keys without a fixed id.
+fn key_of(keys: &[CounterKey], id: u32) -> Option<CounterKey> {
+    match id.checked_sub(DYNAMIC_IDS) {
+        Some(i) => keys.get(i as usize).copied(),
+        None => fixed_key(id),
+    }
+}
+
 /// What [`FunctionState::apply_verified`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Applied {
@@ -83,7 +110,11 @@ pub struct FunctionState {
     pub(crate) nodes: Vec<NodeKey>,
     pub(crate) node_ids: BTreeMap<NodeKey, u32>,
     pub(crate) sums: BTreeMap<CounterKey, u64>,
-    /// Key table: lanes store 4-byte key ids instead of 16-byte keys.
+    /// Key table: lanes store 4-byte key ids instead of 16-byte keys. An invocation counter's
+    /// id is fixed by its key ([`fixed_id`]), so the lanes of engines holding the same values
+    /// hold identical cells (shared between the engines of one process, see
+    /// [`SharedChecks`](crate::SharedChecks)); other keys get ids from [`DYNAMIC_IDS`] on in
+    /// the order they are first seen, listed in `keys`.
     pub(crate) ids: BTreeMap<CounterKey, u32>,
     pub(crate) keys: Vec<CounterKey>,
     /// Per method, a bit per tier whose threshold event was emitted.
@@ -196,7 +227,9 @@ impl FunctionState {
     /// which checks everything first.
     pub fn apply_verified(&mut self, lane: &LaneId, delta: &StoredDelta, entries: &[(CounterKey, u64)]) -> Applied {
         let delta = Arc::new(delta.clone());
-        let out = self.apply(lane, &delta, entries, &Limits::default(), |_, _, proposed, _| proposed);
+        let out = self.apply(lane, &delta, entries, &Limits::default(), None, |_, _, proposed, _| {
+            proposed
+        });
         Applied {
             increments: out.increments.len(),
             conflict: out.conflict.is_some(),
@@ -204,13 +237,15 @@ impl FunctionState {
         }
     }
 
-    /// Applies a verified delta to its lane and the sums.
+    /// Applies a verified delta to its lane and the sums; with `shared`, the lane's new
+    /// values are shared with the engines of the process that hold the same ones.
     pub(crate) fn apply(
         &mut self,
         lane: &LaneId,
         delta: &Arc<StoredDelta>,
         entries: &[(CounterKey, u64)],
         limits: &Limits,
+        shared: Option<&crate::SharedChecks>,
         cap: impl FnMut(&CounterKey, u64, u64, u64) -> u64,
     ) -> ApplyOutcome {
         let mut by_id: Vec<IdEntry> = entries
@@ -219,8 +254,10 @@ impl FunctionState {
                 let id = match self.ids.get(k) {
                     Some(id) => *id,
                     None => {
-                        let id = self.keys.len() as u32;
-                        self.keys.push(*k);
+                        let id = fixed_id(k).unwrap_or_else(|| {
+                            self.keys.push(*k);
+                            DYNAMIC_IDS + (self.keys.len() - 1) as u32
+                        });
                         self.ids.insert(*k, id);
                         id
                     }
@@ -242,6 +279,17 @@ impl FunctionState {
         };
         let l = self.lanes.entry((n, lane.incarnation, lane.group)).or_default();
         let out = l.apply(delta, &by_id, entries, limits, cap);
+        if let Some(shared) = shared
+            && out.conflict.is_none()
+            && !out.duplicate
+        {
+            let word = |b: &[u8]| u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
+            let hint = word(&lane.node.0)
+                ^ word(&lane.function.code).rotate_left(7)
+                ^ lane.incarnation.0.rotate_left(17)
+                ^ u64::from(lane.group.0).rotate_left(48);
+            l.share_values(shared, hint);
+        }
         for (k, inc) in &out.increments {
             *self.sums.entry(*k).or_insert(0) += inc;
         }
@@ -256,8 +304,8 @@ impl FunctionState {
         let keys: Vec<_> = self.lanes.keys().filter(|(n, _, _)| *n == idx).copied().collect();
         for k in keys {
             if let Some(lane) = self.lanes.remove(&k) {
-                for cell in &lane.values {
-                    let ck = self.keys[cell.id as usize];
+                for cell in lane.values.iter() {
+                    let Some(ck) = self.key_of(cell.id) else { continue };
                     let v = lane.cell_value(cell);
                     if let Some(s) = self.sums.get_mut(&ck) {
                         *s -= v;
@@ -281,20 +329,38 @@ impl FunctionState {
                 return Err("node listed twice".into());
             }
         }
-        self.ids.clear();
+        let listed = std::mem::take(&mut self.ids);
+        if self.keys.len() >= (u32::MAX - DYNAMIC_IDS) as usize {
+            return Err("key table too large".into());
+        }
         for (i, k) in self.keys.iter().enumerate() {
-            let i = u32::try_from(i).map_err(|_| "key table too large".to_string())?;
-            if self.ids.insert(*k, i).is_some() {
+            if fixed_id(k).is_some() {
+                return Err("a key with a fixed id in the table of other keys".into());
+            }
+            if self.ids.insert(*k, DYNAMIC_IDS + i as u32).is_some() {
                 return Err("counter key listed twice".into());
             }
         }
+        for (k, id) in listed {
+            match fixed_id(&k) {
+                Some(f) if f == id => {
+                    self.ids.insert(k, id);
+                }
+                None if self.ids.get(&k) == Some(&id) => {}
+                _ => return Err(format!("counter key id {id} does not match its key")),
+            }
+        }
         let mut sums: BTreeMap<CounterKey, u64> = BTreeMap::new();
-        let keys = &self.keys;
+        let (keys, ids) = (&self.keys, &self.ids);
+        let key_of = |id: u32| {
+            let k = key_of(keys, id)?;
+            (ids.get(&k) == Some(&id)).then_some(k)
+        };
         for ((n, _, _), lane) in &mut self.lanes {
             if *n as usize >= self.nodes.len() {
                 return Err(format!("lane refers to unknown node index {n}"));
             }
-            for (key, v) in lane.check_restored(|id| keys.get(id as usize).copied())? {
+            for (key, v) in lane.check_restored(key_of)? {
                 let s = sums.entry(key).or_insert(0);
                 *s = s.checked_add(v).ok_or("counter sum overflows")?;
             }
@@ -302,6 +368,11 @@ impl FunctionState {
         sums.retain(|_, v| *v > 0);
         self.sums = sums;
         Ok(())
+    }
+
+    /// The key of an id.
+    fn key_of(&self, id: u32) -> Option<CounterKey> {
+        key_of(&self.keys, id)
     }
 
     /// Approximate heap bytes held.
@@ -389,13 +460,20 @@ mod tests {
             (5, 9_000_000_000),
         ] {
             let values = [(k2, u64::from(seq)), (k, v)];
-            s.apply(&lane, &delta(seq, seq == 1, &values), &values, &limits, |_, _, p, _| p);
+            s.apply(
+                &lane,
+                &delta(seq, seq == 1, &values),
+                &values,
+                &limits,
+                None,
+                |_, _, p, _| p,
+            );
             assert_eq!(s.merged(&k), v);
             assert_eq!(s.per_node(&k).values().copied().collect::<Vec<_>>(), vec![v]);
         }
         // A stale lower value changes nothing and is not a conflict with the held big value.
         let stale = [(k2, 1), (k, 7)];
-        let out = s.apply(&lane, &delta(1, true, &stale), &stale, &limits, |_, _, p, _| p);
+        let out = s.apply(&lane, &delta(1, true, &stale), &stale, &limits, None, |_, _, p, _| p);
         assert!(out.increments.is_empty());
         assert_eq!(s.merged(&k), 9_000_000_000);
         s.remove_node(&lane.node);
@@ -413,15 +491,22 @@ mod tests {
         };
         let limits = Limits::default();
         let first = [(key(1), 1), (key(2), 1), (key(3), 1)];
-        s.apply(&lane, &delta(1, true, &first), &first, &limits, |_, _, p, _| p);
+        s.apply(&lane, &delta(1, true, &first), &first, &limits, None, |_, _, p, _| p);
         for seq in 2..6u32 {
             let partial = [(key(seq % 3 + 1), u64::from(seq))];
-            s.apply(&lane, &delta(seq, false, &partial), &partial, &limits, |_, _, p, _| p);
+            s.apply(
+                &lane,
+                &delta(seq, false, &partial),
+                &partial,
+                &limits,
+                None,
+                |_, _, p, _| p,
+            );
         }
         let held = s.lane(lane.node, lane.incarnation, lane.group).unwrap();
         assert!(held.stored.len() <= 4, "only deltas holding a current value are kept");
         let all: Vec<_> = (1..=3).map(|m| (key(m), held.value_of(s.ids[&key(m)]))).collect();
-        s.apply(&lane, &delta(6, true, &all), &all, &limits, |_, _, p, _| p);
+        s.apply(&lane, &delta(6, true, &all), &all, &limits, None, |_, _, p, _| p);
         let held = s.lane(lane.node, lane.incarnation, lane.group).unwrap();
         assert_eq!(held.stored.len(), 1);
         assert_eq!(held.stored[0].delta.seq, 6);

@@ -180,6 +180,7 @@ mod tests {
                 &std::sync::Arc::new(delta),
                 &values,
                 &crate::wire::Limits::default(),
+                None,
                 |_, _, v, _| v,
             );
         }
