@@ -237,6 +237,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             std::fs::write(out.join("timeline.csv"), scale::timeline_csv(&r.timeline))?;
             let wall_s = write_run(&out, started)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
+            for tier in 1..=2 {
+                println!("{}", scale::timeline_breakdown(&r.timeline, tier));
+            }
             println!("wall {wall_s:.1} s; results in {}", out.display());
             // Checkers: a failing one makes the run fail.
             let failed = r.failed_checks(if faults { 2.0 } else { 1.01 });

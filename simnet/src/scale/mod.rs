@@ -18,7 +18,7 @@
 mod fleet;
 mod timeline;
 
-pub use timeline::{KeyTimeline, to_csv as timeline_csv};
+pub use timeline::{Breakdown, KeyTimeline, breakdown as timeline_breakdown, to_csv as timeline_csv};
 
 use crate::churn::{self, ChurnConfig, ChurnKind};
 use crate::gossip::GossipConfig;

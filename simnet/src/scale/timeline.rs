@@ -195,6 +195,83 @@ pub fn to_csv(keys: &[KeyTimeline]) -> String {
     s
 }
 
+/// Where a tier's calls below it went, summed over keys: each step's calls are the
+/// method's rate times the step's duration (see [`breakdown`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Breakdown {
+    /// Tier (1 or 2).
+    pub tier: u8,
+    /// Keys whose count crossed the threshold.
+    pub crossed: usize,
+    /// Calls that ran below the tier.
+    pub below_calls: u64,
+    /// Crossing → first threshold event (what the fleet did not know yet).
+    pub knowledge: f64,
+    /// First threshold event → the elected compiler's.
+    pub election: f64,
+    /// The compiler's threshold event → its compile request.
+    pub claim: f64,
+    /// Compile request → first install (compile time and the code's first hops).
+    pub compile: f64,
+    /// First install → installs on half the peers.
+    pub spread: f64,
+}
+
+/// Splits a tier's calls below it into steps (calls at each key's rate over each step),
+/// summed over the keys that crossed; keys missing a step add nothing to it.
+pub fn breakdown(keys: &[KeyTimeline], tier: u8) -> Breakdown {
+    let mut b = Breakdown {
+        tier,
+        ..Breakdown::default()
+    };
+    for k in keys.iter().filter(|k| k.tier == tier) {
+        b.below_calls += k.below_calls;
+        if k.crossed_ms.is_none() {
+            continue;
+        }
+        b.crossed += 1;
+        let steps = [
+            k.crossed_ms,
+            k.first_threshold_ms,
+            k.compiler_threshold_ms,
+            k.compile_ms,
+            k.first_install_ms,
+            k.half_install_ms,
+        ];
+        let sums = [
+            &mut b.knowledge,
+            &mut b.election,
+            &mut b.claim,
+            &mut b.compile,
+            &mut b.spread,
+        ];
+        for (i, sum) in sums.into_iter().enumerate() {
+            if let (Some(a), Some(z)) = (steps[i], steps[i + 1]) {
+                *sum += k.rate_per_s * (z - a) / 1e3;
+            }
+        }
+    }
+    b
+}
+
+impl std::fmt::Display for Breakdown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "tier {}: {} calls below it; of {} crossed keys, calls at their rate from crossing to first threshold {:.0}, \
+             to the compiler's threshold {:.0}, to its compile request {:.0}, to the first install {:.0}, to half the peers {:.0}",
+            self.tier,
+            self.below_calls,
+            self.crossed,
+            self.knowledge,
+            self.election,
+            self.claim,
+            self.compile,
+            self.spread
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,5 +296,43 @@ mod tests {
                 .unwrap()
                 .starts_with("0,0,2,10.000,4.000,,,,")
         );
+    }
+
+    #[test]
+    fn breakdown_weighs_each_step_by_the_rate() {
+        let key = |tier, rate, steps: [Option<f64>; 6]| KeyTimeline {
+            tier,
+            rate_per_s: rate,
+            crossed_ms: steps[0],
+            first_threshold_ms: steps[1],
+            compiler_threshold_ms: steps[2],
+            compile_ms: steps[3],
+            first_install_ms: steps[4],
+            half_install_ms: steps[5],
+            below_calls: 7,
+            ..KeyTimeline::default()
+        };
+        let keys = [
+            key(
+                2,
+                1000.0,
+                [
+                    Some(100.0),
+                    Some(300.0),
+                    Some(400.0),
+                    Some(400.0),
+                    Some(600.0),
+                    Some(700.0),
+                ],
+            ),
+            key(2, 500.0, [Some(0.0), Some(1000.0), None, None, None, None]),
+            key(2, 10.0, [None, None, None, None, None, None]),
+            key(1, 1e6, [Some(0.0), Some(1000.0), None, None, None, None]),
+        ];
+        let b = breakdown(&keys, 2);
+        assert_eq!((b.crossed, b.below_calls), (2, 21));
+        // 1000/s for 200 ms, plus 500/s for 1 s.
+        assert_eq!(b.knowledge, 200.0 + 500.0);
+        assert_eq!((b.election, b.claim, b.compile, b.spread), (100.0, 0.0, 200.0, 100.0));
     }
 }
