@@ -53,11 +53,11 @@ impl CapConfig {
 }
 
 /// Key ids from here on are given in order of first sight; ids below are fixed by the key.
-pub(crate) const DYNAMIC_IDS: u32 = 1 << 31;
+const DYNAMIC_IDS: u32 = 1 << 31;
 
 /// The fixed id of an invocation counter (method below 2^28, tier below 4): the id every
 /// engine gives it.
-pub(crate) fn fixed_id(k: &CounterKey) -> Option<u32> {
+fn fixed_id(k: &CounterKey) -> Option<u32> {
     (k.counter == Counter::Invocations && k.method.0 < 1 << 28 && k.tier.0 < 4)
         .then(|| k.method.0 << 2 | u32::from(k.tier.0))
 }
