@@ -75,6 +75,15 @@ pub(crate) struct Installed {
 /// [`SharedChecks`](crate::SharedChecks).)
 pub(crate) type Generations = BTreeMap<u32, std::sync::Arc<Signed<Manifest>>>;
 
+/// What a code pass looks at: every key, or the given keys (and the open elections).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Scope<'a> {
+    /// Every key.
+    All,
+    /// These keys only.
+    Keys(&'a BTreeSet<CodeKey>),
+}
+
 #[derive(Debug)]
 pub(crate) struct CodeState {
     pub(crate) members: BTreeMap<NodeKey, Member>,
@@ -108,10 +117,14 @@ pub(crate) struct CodeState {
     /// Manifests this node attested (or is attesting).
     pub(crate) attested: BTreeSet<[u8; 32]>,
     pub(crate) installed: BTreeMap<(FunctionId, MethodId, Tier), Installed>,
-    /// Something the elections or installs depend on changed (a threshold fired, a
-    /// manifest, claim, attestation, blob or member arrived): the next pass looks at every
-    /// key, not only the open elections.
+    /// Something every key's elections or installs depend on changed (a blob or a member's
+    /// classes arrived, the assumption check changed): the next pass looks at every key,
+    /// not only the open elections.
     pub(crate) dirty: bool,
+    /// Keys whose elections or installs depend on something that changed (a threshold
+    /// fired, a manifest, claim or attestation arrived): the next pass looks at them
+    /// besides the open elections.
+    pub(crate) dirty_keys: BTreeSet<CodeKey>,
     /// When the next pass looks at every key anyway (what changes with time alone: expiry,
     /// retirement by merged deopt counts, re-promotion, backoffs).
     pub(crate) next_sweep: Timestamp,
@@ -214,6 +227,12 @@ impl CodeState {
         self.next_tick = self.next_tick.min(at);
     }
 
+    /// Asks for a code pass over `key` (besides the open elections) at `at` at the latest.
+    pub(crate) fn wake_key(&mut self, key: CodeKey, at: Timestamp) {
+        self.dirty_keys.insert(key);
+        self.next_tick = self.next_tick.min(at);
+    }
+
     pub(crate) fn new(cfg: &CodeConfig, now: Timestamp) -> CodeState {
         CodeState {
             members: BTreeMap::new(),
@@ -236,6 +255,7 @@ impl CodeState {
             installed: BTreeMap::new(),
             installs_version: 0,
             dirty: true,
+            dirty_keys: BTreeSet::new(),
             next_sweep: now,
             reported: BTreeSet::new(),
             blobs: BlobStore::new(cfg.blob_store_bytes, cfg.blob_store_count),

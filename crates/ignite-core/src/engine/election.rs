@@ -2,7 +2,7 @@
 //! takeover, recompiles after retirement, re-promotion, attestation requests; and the
 //! host's answer ([`Engine::compiled`]).
 
-use super::code_state::{Pending, compile_profile, deopt_nodes, expired, latency_histogram, rank, retired_by};
+use super::code_state::{Pending, Scope, compile_profile, deopt_nodes, expired, latency_histogram, rank, retired_by};
 use super::{Engine, EngineError, Event, Output};
 use crate::code::{
     Assumption, Attestation, Claim, ClassId, CodeKey, CompileError, CompileId, CompileRequest, CompiledCode, Election,
@@ -48,9 +48,10 @@ impl Engine {
             }
         }
         self.prune_claims(now, tag);
-        // Every key is looked at when something changed, and every `SWEEP_TICKS` ticks for
-        // what changes with time alone; other ticks follow the open elections only.
-        let full = {
+        // Every key is looked at when something all keys depend on changed, and every
+        // `SWEEP_TICKS` ticks for what changes with time alone; other ticks follow the open
+        // elections and the keys something changed for.
+        let (full, changed) = {
             let tick = self.config.code.tick_ms;
             let c = &mut self.tenants.get_mut(&tag).expect("tenant present").code;
             let full = c.dirty || now >= c.next_sweep;
@@ -58,12 +59,13 @@ impl Engine {
                 c.dirty = false;
                 c.next_sweep = now.plus_ms(tick.saturating_mul(SWEEP_TICKS));
             }
-            full
+            (full, std::mem::take(&mut c.dirty_keys))
         };
-        self.run_elections(now, tag, full);
+        let scope = if full { Scope::All } else { Scope::Keys(&changed) };
+        self.run_elections(now, tag, scope);
         self.run_attestations(now, tag);
-        if full {
-            self.run_installs(now, tag);
+        if full || !changed.is_empty() {
+            self.run_installs(now, tag, scope);
         }
         self.run_transfers(now, tag);
         let tick = self.config.code.tick_ms;
@@ -196,9 +198,19 @@ impl Engine {
         due.then(|| (next(g), Some(prev.statement.generation)))
     }
 
-    /// Opens, follows and claims elections: over every hot key when `full`, otherwise over
-    /// the open ones only.
-    fn run_elections(&mut self, now: Timestamp, tag: TenantTag, full: bool) {
+    /// Whether a key's threshold fired here or the host asked for its code.
+    fn is_hot(&self, tag: TenantTag, key: &CodeKey) -> bool {
+        let t = &self.tenants[&tag];
+        t.code.wanted.contains(key)
+            || t.functions
+                .get(&key.function)
+                .and_then(|s| s.fired.get(&key.method))
+                .is_some_and(|bits| bits & (1 << key.tier.0) != 0)
+    }
+
+    /// Opens, follows and claims elections: over every hot key with [`Scope::All`],
+    /// otherwise over the open ones and the hot keys of the scope.
+    fn run_elections(&mut self, now: Timestamp, tag: TenantTag, scope: Scope<'_>) {
         let cfg = self.code_settings();
         let me = self.tenants[&tag].node;
         let tenant = self.tenants[&tag].tenant;
@@ -208,12 +220,15 @@ impl Engine {
         let (eligible, needed, digests) = (&roster.eligible, &roster.needed, &roster.digests);
         let mut open: BTreeSet<Election> = BTreeSet::new();
         let mut plans: Vec<Plan> = Vec::new();
-        let keys = if full {
-            self.hot_keys(tag)
-        } else {
-            let mut v: Vec<CodeKey> = self.tenants[&tag].code.turns.keys().map(|e| e.key).collect();
-            v.dedup();
-            v
+        let keys = match scope {
+            Scope::All => self.hot_keys(tag),
+            Scope::Keys(changed) => {
+                let mut v: Vec<CodeKey> = self.tenants[&tag].code.turns.keys().map(|e| e.key).collect();
+                v.extend(changed.iter().filter(|k| self.is_hot(tag, k)).copied());
+                v.sort_unstable();
+                v.dedup();
+                v
+            }
         };
         for key in keys {
             for class in needed

@@ -439,7 +439,14 @@ pub(super) fn fire(
 ) {
     let Some(state) = t.functions.get_mut(&f) else { return };
     *state.fired.entry(m).or_insert(0) |= 1 << tier.0;
-    t.code.wake(Timestamp(0));
+    t.code.wake_key(
+        crate::code::CodeKey {
+            function: f,
+            method: m,
+            tier,
+        },
+        Timestamp(0),
+    );
     outputs.push_back(Output::Event(Event::ThresholdReached {
         tenant: t.tenant,
         method: MethodKey { function: f, method: m },

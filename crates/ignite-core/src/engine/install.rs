@@ -2,7 +2,7 @@
 //! fetching its blob by content hash, and telling the host. Also the host's feedback
 //! (deopts, latencies) and the scheduler's query.
 
-use super::code_state::{FunctionPolicy, Installed, expired, retired_by};
+use super::code_state::{FunctionPolicy, Installed, Scope, expired, retired_by};
 use super::{Engine, EngineError, Event, Output};
 use crate::code::assumption::Checker;
 use crate::code::blobs::{ChunkError, Transfer};
@@ -59,14 +59,20 @@ impl Engine {
     /// For every (function, method, tier) with manifests: installs the current code of the
     /// best class this node runs that passes every check, fetching blobs as needed, and
     /// removes installed code that no longer passes.
-    pub(super) fn run_installs(&mut self, now: Timestamp, tag: TenantTag) {
-        self.run_installs_with(now, tag, None);
+    pub(super) fn run_installs(&mut self, now: Timestamp, tag: TenantTag, scope: Scope<'_>) {
+        self.run_installs_with(now, tag, scope, None);
     }
 
     /// [`Self::run_installs`] with a blob just fetched that the store may not have had room
     /// for: it is installed from these bytes, and stored once the code it replaces is
     /// unpinned.
-    fn run_installs_with(&mut self, now: Timestamp, tag: TenantTag, fresh: Option<(&[u8; 32], &Arc<[u8]>)>) {
+    fn run_installs_with(
+        &mut self,
+        now: Timestamp,
+        tag: TenantTag,
+        scope: Scope<'_>,
+        fresh: Option<(&[u8; 32], &Arc<[u8]>)>,
+    ) {
         let prefs: Vec<ClassId> = self.class_ids.clone();
         let pref = |c: &ClassId| prefs.iter().position(|p| p == c).unwrap_or(usize::MAX);
         let pins_before = self.tenants[&tag].code.installs_version;
@@ -82,7 +88,15 @@ impl Engine {
         let mut wanted: BTreeSet<[u8; 32]> = BTreeSet::new();
         {
             let t = &self.tenants[&tag];
-            let mut iter = t.code.manifests.iter().peekable();
+            let manifests = &t.code.manifests;
+            let walk: Box<dyn Iterator<Item = (&(CodeKey, ClassId), &_)>> = match scope {
+                Scope::All => Box::new(manifests.iter()),
+                Scope::Keys(keys) => Box::new(
+                    keys.iter()
+                        .flat_map(|k| manifests.range((*k, ClassId([0; 16]))..=(*k, ClassId([255; 16])))),
+                ),
+            };
+            let mut iter = walk.peekable();
             let mut group: Vec<(usize, &Signed<Manifest>)> = Vec::new();
             while let Some(((key, class), gens)) = iter.next() {
                 group.clear();
@@ -143,15 +157,23 @@ impl Engine {
             }
         }
         let t = self.tenants.get_mut(&tag).expect("tenant present");
-        // Transfers no current manifest wants are dropped, except those of any manifest
-        // held (re-promotion fetches older generations).
         let manifests = &t.code.manifests;
         let held = |h: &[u8; 32]| {
             manifests
                 .values()
                 .any(|g| g.values().any(|m| m.statement.blob_hash == *h))
         };
-        t.code.transfers.retain(|h, _| wanted.contains(h) || held(h));
+        if matches!(scope, Scope::All) && !t.code.transfers.is_empty() {
+            // Transfers no current manifest wants are dropped, except those of any manifest
+            // held (re-promotion fetches older generations).
+            let held_blobs: BTreeSet<[u8; 32]> = manifests
+                .values()
+                .flat_map(|g| g.values().map(|m| m.statement.blob_hash))
+                .collect();
+            t.code
+                .transfers
+                .retain(|h, _| wanted.contains(h) || held_blobs.contains(h));
+        }
         let fresh_unstored = fresh.filter(|(h, _)| !t.code.blobs.contains(h));
         if t.code.installs_version == pins_before && fresh_unstored.is_none() {
             // Nothing installed or removed: the pins are unchanged.
@@ -415,7 +437,7 @@ impl Engine {
                 // the install step directly (it unpins the code they replace).
                 let _ = t.code.blobs.insert(blob.clone());
                 t.code.wake(now);
-                self.run_installs_with(now, tag, Some((&hash, &blob)));
+                self.run_installs_with(now, tag, Scope::All, Some((&hash, &blob)));
             }
             Err(e) => {
                 // Move on to the next peer at once; this one stays in the tried set.
@@ -528,7 +550,7 @@ impl Engine {
         }
         let t = self.tenant_mut(tenant)?;
         if t.code.wanted.insert(key) {
-            t.code.wake(now);
+            t.code.wake_key(key, now);
         }
         Ok(())
     }

@@ -151,7 +151,7 @@ impl Engine {
             return Err(Refusal::Invalid("claims per tenant"));
         }
         t.code.claims.insert(slot, c);
-        t.code.wake(now);
+        t.code.wake_key(election.key, now);
         Ok(())
     }
 
@@ -251,7 +251,7 @@ impl Engine {
             }
         }
         let is_current = gens.last_key_value().is_some_and(|(g, _)| *g == generation);
-        t.code.wake(now);
+        t.code.wake_key(slot.0, now);
         Ok(is_current)
     }
 
@@ -299,7 +299,7 @@ impl Engine {
             }));
         }
         t.code.attestations.entry(s.manifest).or_default().insert(s.attester, a);
-        t.code.wake(now);
+        t.code.wake_key(key, now);
         Ok(())
     }
 
