@@ -69,6 +69,25 @@ pub fn position(
     found.then_some(before.len())
 }
 
+/// How many of `nodes` rank before `me` in `election` (`me` itself is not counted;
+/// `nodes` must be distinct). With a candidate set that changes by a few nodes, a known
+/// [`position`] moves by the count among the added less the count among the removed.
+pub fn count_before(tenant: &TenantId, election: &Election, me: &NodeKey, nodes: &[NodeKey]) -> usize {
+    if nodes.iter().all(|n| n == me) {
+        return 0;
+    }
+    let prefix = score_prefix(tenant, election);
+    let mine = score_with(&prefix, me);
+    nodes
+        .iter()
+        .filter(|n| *n != me)
+        .filter(|n| {
+            let s = score_with(&prefix, n);
+            s > mine || (s == mine && *n < me)
+        })
+        .count()
+}
+
 /// The election a manifest answers.
 pub fn election_of(m: &Manifest) -> Election {
     Election {

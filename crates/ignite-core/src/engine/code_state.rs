@@ -146,6 +146,9 @@ pub(crate) struct CodeState {
     pub(crate) members_version: u64,
     /// Eligible compilers and needed classes, kept while the membership is the same.
     pub(crate) roster: Option<Arc<Roster>>,
+    /// The roster the cached `positions` were computed against at the last pass: when a
+    /// class's eligible set changes, positions move by what was added and removed.
+    pub(crate) ranked_at: Option<Arc<Roster>>,
 }
 
 /// Who may compile for which class and which (tier, class) pairs need code, computed from
@@ -162,7 +165,7 @@ pub(crate) struct Roster {
     /// When it was computed, and the earliest expiry of a member live then.
     from: Timestamp,
     until: Timestamp,
-    /// Live members allowed to compile, per class they run.
+    /// Live members allowed to compile, per class they run (strictly ascending).
     pub(crate) eligible: BTreeMap<ClassId, Vec<NodeKey>>,
     /// Digest of each class's eligible set (rank positions are cached per digest).
     pub(crate) digests: BTreeMap<ClassId, [u8; 32]>,
@@ -267,6 +270,7 @@ impl CodeState {
             wanted: BTreeSet::new(),
             members_version: 0,
             roster: None,
+            ranked_at: None,
         }
     }
 
@@ -287,7 +291,11 @@ impl CodeState {
                 continue;
             }
             for (c, _) in &m.presence.statement.classes {
-                out.entry(*c).or_default().push(*node);
+                // Members come in key order: each class's list is strictly ascending.
+                let list = out.entry(*c).or_default();
+                if list.last() != Some(node) {
+                    list.push(*node);
+                }
             }
         }
         out

@@ -220,6 +220,8 @@ impl Engine {
         let (eligible, needed, digests) = (&roster.eligible, &roster.needed, &roster.digests);
         let mut open: BTreeSet<Election> = BTreeSet::new();
         let mut plans: Vec<Plan> = Vec::new();
+        let base = self.tenants[&tag].code.ranked_at.clone();
+        let mut diffs: BTreeMap<ClassId, Option<Diff>> = BTreeMap::new();
         let keys = match scope {
             Scope::All => self.hot_keys(tag),
             Scope::Keys(changed) => {
@@ -246,8 +248,29 @@ impl Engine {
                 let t = self.tenants.get_mut(&tag).expect("tenant present");
                 let pos = match t.code.positions.get(&election) {
                     Some((d, pos)) if *d == digest => *pos,
-                    _ => {
-                        let pos = rules::position(&tenant, &election, members.iter().copied(), &me);
+                    cached => {
+                        // A position known for the last pass's eligible set moves by the
+                        // nodes added and removed since (each scored once), unless this
+                        // node itself came or went.
+                        let moved = match (cached, &base) {
+                            (Some((d, Some(old))), Some(b)) if b.digests.get(class) == Some(d) => diffs
+                                .entry(*class)
+                                .or_insert_with(|| sorted_diff(b.eligible.get(class).map(Vec::as_slice), members))
+                                .as_ref()
+                                .filter(|(added, removed)| !added.contains(&me) && !removed.contains(&me))
+                                .and_then(|(added, removed)| {
+                                    (old + rules::count_before(&tenant, &election, &me, added))
+                                        .checked_sub(rules::count_before(&tenant, &election, &me, removed))
+                                }),
+                            _ => None,
+                        };
+                        let pos = match moved {
+                            Some(p) => Some(p),
+                            None => members
+                                .binary_search(&me)
+                                .is_ok()
+                                .then(|| rules::count_before(&tenant, &election, &me, members)),
+                        };
                         t.code.positions.insert(election, (digest, pos));
                         pos
                     }
@@ -287,6 +310,7 @@ impl Engine {
         let t = self.tenants.get_mut(&tag).expect("tenant present");
         t.code.turns.retain(|e, _| open.contains(e));
         t.code.positions.retain(|e, _| open.contains(e));
+        t.code.ranked_at = Some(roster.clone());
         self.cancel_superseded(now, tag, &open);
         for plan in plans {
             match plan {
@@ -696,5 +720,89 @@ impl Engine {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+/// Nodes added to and removed from a strictly ascending list.
+type Diff = (Vec<NodeKey>, Vec<NodeKey>);
+
+/// What changed from `old` to `new` (both strictly ascending), or `None` when there is no
+/// old list or so much changed that scoring every node again costs about the same.
+fn sorted_diff(old: Option<&[NodeKey]>, new: &[NodeKey]) -> Option<Diff> {
+    let old = old?;
+    let (mut added, mut removed) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        match (old.get(i), new.get(j)) {
+            (Some(a), Some(b)) if a == b => {
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if a < b => {
+                removed.push(*a);
+                i += 1;
+            }
+            (Some(a), None) => {
+                removed.push(*a);
+                i += 1;
+            }
+            (_, Some(b)) => {
+                added.push(*b);
+                j += 1;
+            }
+            (None, None) => unreachable!("loop condition"),
+        }
+        if 2 * (added.len() + removed.len()) > new.len() {
+            return None;
+        }
+    }
+    Some((added, removed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{FunctionId, MethodId};
+    use proptest::prelude::*;
+
+    fn set(bits: u64) -> Vec<NodeKey> {
+        (0..64u8)
+            .filter(|i| bits & (1 << i) != 0)
+            .map(|i| NodeKey([i; 32]))
+            .collect()
+    }
+
+    proptest! {
+        /// A position moved by the nodes added and removed equals the position computed
+        /// from scratch, and the diff turns the old list into the new one.
+        #[test]
+        fn positions_move_by_the_diff(
+            old in any::<u64>(),
+            flips in proptest::collection::vec(0..64u8, 0..8),
+            me in 0..64u8,
+            g in 1..50u32,
+        ) {
+            let old = old | 0x5555_5555_5555_5555;
+            let new = flips.iter().fold(old, |acc, f| acc ^ 1 << f);
+            let (old, new) = (set(old | 1 << me), set(new | 1 << me));
+            let me = NodeKey([me; 32]);
+            let tenant = TenantId([3; 32]);
+            let election = Election {
+                key: CodeKey { function: FunctionId::from_deployment("f", b"c"), method: MethodId(g), tier: Tier(1) },
+                class: ClassId([2; 16]),
+                generation: g,
+            };
+            prop_assert_eq!(sorted_diff(None, &new), None);
+            // At most 8 flips of at least 32 members: small enough to move by.
+            let (added, removed) = sorted_diff(Some(&old), &new).expect("a small change");
+            let mut rebuilt: Vec<NodeKey> = old.iter().copied().filter(|n| !removed.contains(n)).chain(added.iter().copied()).collect();
+            rebuilt.sort();
+            prop_assert_eq!(&rebuilt, &new);
+            let before = rules::position(&tenant, &election, old.iter().copied(), &me).expect("me in old");
+            let moved = before + rules::count_before(&tenant, &election, &me, &added)
+                - rules::count_before(&tenant, &election, &me, &removed);
+            prop_assert_eq!(Some(moved), rules::position(&tenant, &election, new.iter().copied(), &me));
+            prop_assert_eq!(moved, rules::count_before(&tenant, &election, &me, &new));
+        }
     }
 }

@@ -383,9 +383,26 @@ impl Engine {
         touched.dedup();
         let default_policy = self.default_policy();
         let t = self.tenants.get_mut(&tag).expect("tenant present");
+        // Every tier with a threshold: a method whose bits all fired needs no look-up.
+        let all_tiers: u8 = (1..=Tier::MAX.0).fold(0, |acc, tier| acc | 1 << tier);
+        let mut current: Option<(FunctionId, super::FunctionPolicy)> = None;
         for (f, m) in touched.iter() {
-            let policy = t.code.policies.get(f).copied().unwrap_or(default_policy);
+            let policy = match current {
+                Some((cf, p)) if cf == *f => p,
+                _ => {
+                    let p = t.code.policies.get(f).copied().unwrap_or(default_policy);
+                    current = Some((*f, p));
+                    p
+                }
+            };
             if matches!(policy.unit, super::CompileUnit::Whole(unit) if unit != *m) {
+                continue;
+            }
+            if t.functions
+                .get(f)
+                .and_then(|s| s.fired.get(m))
+                .is_some_and(|bits| bits & all_tiers == all_tiers)
+            {
                 continue;
             }
             for tier in 1..=Tier::MAX.0 {

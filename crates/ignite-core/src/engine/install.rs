@@ -298,17 +298,23 @@ impl Engine {
             if tr.failed_until.is_some_and(|u| u > now) || (tr.peer.is_some() && tr.deadline > now) {
                 continue;
             }
-            let mut candidates: Vec<Peer> = t.code.sources.get(&hash).cloned().unwrap_or_default();
-            let mut others: Vec<Peer> = t.peers.iter().copied().filter(|p| !candidates.contains(p)).collect();
-            // A seeded shuffle, so that fetchers spread over holders.
-            for i in (1..others.len()).rev() {
-                let j = self.rng.below(i as u64 + 1) as usize;
-                others.swap(i, j);
-            }
-            candidates.extend(others);
+            // Peers that relayed the manifest first, then a seeded draw among the other
+            // peers not tried yet, so that fetchers spread over holders.
+            let sources: &[Peer] = t.code.sources.get(&hash).map(Vec::as_slice).unwrap_or(&[]);
+            let next = match sources.iter().find(|p| !tr.tried.contains(p)) {
+                Some(p) => Some(*p),
+                None => {
+                    let others: Vec<Peer> = t
+                        .peers
+                        .iter()
+                        .filter(|p| !sources.contains(p) && !tr.tried.contains(p))
+                        .copied()
+                        .collect();
+                    (!others.is_empty()).then(|| others[self.rng.below(others.len() as u64) as usize])
+                }
+            };
             let t = self.tenants.get_mut(&tag).expect("tenant present");
             let tr = t.code.transfers.get_mut(&hash).expect("transfer present");
-            let next = candidates.into_iter().find(|p| !tr.tried.contains(p));
             match next {
                 Some(p) if tr.tried.len() < cfg.fetch_attempts => {
                     tr.tried.insert(p);
@@ -437,7 +443,16 @@ impl Engine {
                 // the install step directly (it unpins the code they replace).
                 let _ = t.code.blobs.insert(blob.clone());
                 t.code.wake(now);
-                self.run_installs_with(now, tag, Scope::All, Some((&hash, &blob)));
+                // The keys whose manifests name the blob install now; the next pass looks
+                // at every key.
+                let keys: BTreeSet<CodeKey> = t
+                    .code
+                    .manifests
+                    .iter()
+                    .filter(|(_, gens)| gens.values().any(|m| m.statement.blob_hash == hash))
+                    .map(|((key, _), _)| *key)
+                    .collect();
+                self.run_installs_with(now, tag, Scope::Keys(&keys), Some((&hash, &blob)));
             }
             Err(e) => {
                 // Move on to the next peer at once; this one stays in the tried set.
