@@ -140,6 +140,13 @@ fn equivocation_same_seq_different_body_is_detected_and_banned() {
     assert_ne!(ev.first, ev.second);
     // The conflicting body was not applied.
     assert_eq!(rx.count(), 0, "the equivocator's counts are removed");
+    assert_eq!(
+        rx.engine
+            .profile(&rx.tenant, &rx.f)
+            .map_or(0, |v| v.invocations_below(MethodId(M), Tier(1))),
+        0,
+        "and so are its invocations below tier 1"
+    );
     // The node's next valid delta is refused.
     let before = rx.observe();
     let next = rx.message(&s2, &spec(rx.f, 2, 20));

@@ -191,6 +191,8 @@ fn snapshot_restores_counts_and_keeps_unpublished_ones() {
     assert_eq!(b.incarnation(), Incarnation(1));
     let view = b.profile(&root.id(), &f).unwrap();
     assert_eq!(view.count(MethodId(3), Tier(0), Counter::Invocations), 10);
+    // The per-method sums the threshold checks read are rebuilt too.
+    assert_eq!(view.invocations_below(MethodId(3), Tier(1)), 10);
     // The restored engine publishes the 5 pending counts on its next publication, as seq 2
     // of the same lane: a receiver that saw seq 1 accepts it without equivocation.
     let rec_b = b.recorder(&root.id()).unwrap();

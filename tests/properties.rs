@@ -12,7 +12,7 @@
 mod common;
 
 use common::props::*;
-use common::{T0, Totals, merged};
+use common::{T0, Totals, invocations_below_pairs, merged};
 use crdts::{CmRDT, CvRDT, Dot, GCounter};
 use ignite::rng::SplitMix64;
 use ignite::wire::{self, Limits};
@@ -280,6 +280,9 @@ proptest! {
                 let got = engine.get(k).copied().unwrap_or(0);
                 let want = model.get(k).map_or(0, read);
                 prop_assert_eq!(got, want, "counter {:?} after delivery {} (message {})", k, step, i);
+            }
+            for (got, want) in invocations_below_pairs(&receiver, &w.tenant) {
+                prop_assert_eq!(got, want, "invocations below a tier after delivery {}", step);
             }
         }
         // Every message delivered: the model holds each node's last published values.

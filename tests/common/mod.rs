@@ -175,6 +175,30 @@ pub fn merged(engine: &Engine, tenant: &TenantId) -> Totals {
     out
 }
 
+/// Per function, method and tier 1 to 5: the engine's `invocations_below` beside the sum of
+/// the merged invocation counters of the method below the tier (they must be equal).
+pub fn invocations_below_pairs(engine: &Engine, tenant: &TenantId) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for f in engine.functions(tenant) {
+        let Some(view) = engine.profile(tenant, &f) else {
+            continue;
+        };
+        let methods: std::collections::BTreeSet<MethodId> = view.counters().keys().map(|k| k.method).collect();
+        for m in methods {
+            for tier in 1..=5u8 {
+                let want: u64 = view
+                    .counters()
+                    .iter()
+                    .filter(|(k, _)| k.method == m && k.counter == Counter::Invocations && k.tier.0 < tier)
+                    .map(|(_, v)| *v)
+                    .sum();
+                out.push((view.invocations_below(m, Tier(tier)), want));
+            }
+        }
+    }
+    out
+}
+
 /// The tier-0 invocation counter of method `m`.
 pub fn inv(m: u32) -> CounterKey {
     CounterKey {

@@ -55,11 +55,19 @@ impl CapConfig {
 /// Key ids from here on are given in order of first sight; ids below are fixed by the key.
 const DYNAMIC_IDS: u32 = 1 << 31;
 
+/// Tiers whose invocation sums are also kept per method.
+const INV_TIERS: usize = 4;
+
 /// The fixed id of an invocation counter (method below 2^28, tier below 4): the id every
 /// engine gives it.
 fn fixed_id(k: &CounterKey) -> Option<u32> {
     (k.counter == Counter::Invocations && k.method.0 < 1 << 28 && k.tier.0 < 4)
         .then(|| k.method.0 << 2 | u32::from(k.tier.0))
+}
+
+/// Where an invocation counter's sum also goes in `FunctionState::invocations`.
+fn inv_slot(k: &CounterKey) -> Option<usize> {
+    (k.counter == Counter::Invocations && usize::from(k.tier.0) < INV_TIERS).then_some(usize::from(k.tier.0))
 }
 
 /// The key of a fixed id.
@@ -119,6 +127,10 @@ pub struct FunctionState {
     pub(crate) keys: Vec<CounterKey>,
     /// Per method, a bit per tier whose threshold event was emitted.
     pub(crate) fired: BTreeMap<MethodId, u8>,
+    /// Per method, the invocation sums of tiers 0 to 3 (the entries of `sums` that the
+    /// threshold checks read, one look-up per method); derived, rebuilt on restore.
+    #[serde(skip)]
+    pub(crate) invocations: BTreeMap<MethodId, [u64; INV_TIERS]>,
     /// Last time a delta for this function was accepted or recorded locally.
     pub(crate) last_seen: Timestamp,
 }
@@ -136,6 +148,12 @@ impl FunctionState {
 
     /// Invocations of `method` at tiers below `tier`, fleet-wide.
     pub fn invocations_below(&self, method: MethodId, tier: Tier) -> u64 {
+        if usize::from(tier.0) <= INV_TIERS {
+            return self
+                .invocations
+                .get(&method)
+                .map_or(0, |v| v[..usize::from(tier.0)].iter().sum());
+        }
         (0..tier.0)
             .map(|t| {
                 self.merged(&CounterKey {
@@ -292,6 +310,9 @@ impl FunctionState {
         }
         for (k, inc) in &out.increments {
             *self.sums.entry(*k).or_insert(0) += inc;
+            if let Some(slot) = inv_slot(k) {
+                self.invocations.entry(k.method).or_insert([0; INV_TIERS])[slot] += inc;
+            }
         }
         out
     }
@@ -311,6 +332,14 @@ impl FunctionState {
                         *s -= v;
                         if *s == 0 {
                             self.sums.remove(&ck);
+                        }
+                    }
+                    if let Some(slot) = inv_slot(&ck)
+                        && let Some(per) = self.invocations.get_mut(&ck.method)
+                    {
+                        per[slot] -= v;
+                        if per.iter().all(|x| *x == 0) {
+                            self.invocations.remove(&ck.method);
                         }
                     }
                 }
@@ -366,6 +395,12 @@ impl FunctionState {
             }
         }
         sums.retain(|_, v| *v > 0);
+        self.invocations.clear();
+        for (k, v) in &sums {
+            if let Some(slot) = inv_slot(k) {
+                self.invocations.entry(k.method).or_insert([0; INV_TIERS])[slot] += v;
+            }
+        }
         self.sums = sums;
         Ok(())
     }
@@ -386,6 +421,7 @@ impl FunctionState {
             + self.ids.len() * (std::mem::size_of::<(CounterKey, u32)>() + 16)
             + self.keys.capacity() * std::mem::size_of::<CounterKey>()
             + self.fired.len() * 24
+            + self.invocations.len() * (std::mem::size_of::<(MethodId, [u64; INV_TIERS])>() + 16)
             + self.nodes.capacity() * 32
             + self.node_ids.len() * (32 + 4 + 16)
     }
