@@ -4,14 +4,21 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+/// Slots per chunk of the slab.
+const CHUNK: usize = 1 << 16;
+
 /// A queue of events of type `E` by virtual time.
 ///
 /// The heap orders small keys (time, sequence, slot); the events themselves wait in a slab,
-/// so that sifting moves 24 bytes per level instead of whole events.
+/// so that sifting moves 24 bytes per level instead of whole events. The slab grows by
+/// chunks of fixed size: with tens of millions of frames in flight, a slab that doubled
+/// would need its old and new copies at once.
 #[derive(Debug)]
 pub struct Queue<E> {
     heap: BinaryHeap<Reverse<(u64, u64, u32)>>,
-    slab: Vec<Option<E>>,
+    slab: Vec<Vec<Option<E>>>,
+    /// Slots handed out so far (used or free).
+    slots: usize,
     free: Vec<u32>,
     next: u64,
     popped: u64,
@@ -22,6 +29,7 @@ impl<E> Default for Queue<E> {
         Queue {
             heap: BinaryHeap::new(),
             slab: Vec::new(),
+            slots: 0,
             free: Vec::new(),
             next: 0,
             popped: 0,
@@ -34,12 +42,16 @@ impl<E> Queue<E> {
     pub fn push(&mut self, at_us: u64, event: E) {
         let slot = match self.free.pop() {
             Some(i) => {
-                self.slab[i as usize] = Some(event);
+                *self.slot_mut(i) = Some(event);
                 i
             }
             None => {
-                let i = u32::try_from(self.slab.len()).expect("fewer than 2^32 events waiting");
-                self.slab.push(Some(event));
+                let i = u32::try_from(self.slots).expect("fewer than 2^32 events waiting");
+                if self.slots % CHUNK == 0 {
+                    self.slab.push(Vec::with_capacity(CHUNK));
+                }
+                self.slab.last_mut().expect("a chunk with room").push(Some(event));
+                self.slots += 1;
                 i
             }
         };
@@ -51,9 +63,14 @@ impl<E> Queue<E> {
     pub fn pop(&mut self) -> Option<(u64, E)> {
         let Reverse((at, _, slot)) = self.heap.pop()?;
         self.popped += 1;
-        let e = self.slab[slot as usize].take().expect("a queued slot holds its event");
+        let e = self.slot_mut(slot).take().expect("a queued slot holds its event");
         self.free.push(slot);
         Some((at, e))
+    }
+
+    fn slot_mut(&mut self, slot: u32) -> &mut Option<E> {
+        let i = slot as usize;
+        &mut self.slab[i / CHUNK][i % CHUNK]
     }
 
     /// Time of the earliest event.
@@ -99,5 +116,25 @@ mod tests {
         let order: Vec<_> = std::iter::from_fn(|| q.pop()).collect();
         assert_eq!(order, vec![(7, "e"), (7, "e2"), (9, "f")]);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn the_slab_grows_by_chunks_and_reuses_slots() {
+        let mut q = Queue::default();
+        let n = 2 * CHUNK as u64 + 5;
+        for i in 0..n {
+            q.push(n - i, i);
+        }
+        assert_eq!(q.slab.len(), 3);
+        assert!(q.slab.iter().all(|c| c.capacity() == CHUNK));
+        for i in 0..n {
+            assert_eq!(q.pop(), Some((i + 1, n - 1 - i)));
+        }
+        // Freed slots serve the next pushes: no new chunk.
+        for i in 0..n {
+            q.push(n + 1 + i, i);
+        }
+        assert_eq!(q.slab.len(), 3);
+        assert_eq!(q.pop(), Some((n + 1, 0)));
     }
 }
