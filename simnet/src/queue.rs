@@ -47,7 +47,7 @@ impl<E> Queue<E> {
             }
             None => {
                 let i = u32::try_from(self.slots).expect("fewer than 2^32 events waiting");
-                if self.slots % CHUNK == 0 {
+                if self.slots.is_multiple_of(CHUNK) {
                     self.slab.push(Vec::with_capacity(CHUNK));
                 }
                 self.slab.last_mut().expect("a chunk with room").push(Some(event));
