@@ -6,6 +6,7 @@ mod election;
 mod events;
 mod ingest;
 mod install;
+mod positions;
 mod predict;
 mod publish;
 mod shared;
