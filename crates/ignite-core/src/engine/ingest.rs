@@ -3,7 +3,6 @@
 use super::{Accepted, Engine, Event, Output, Rejection, tier_threshold};
 use crate::crypto::{self, BatchItem};
 use crate::ids::{FunctionId, GroupId, MethodId, MethodKey, TenantTag, Tier, Timestamp};
-use crate::profile::counter::Counter;
 use crate::profile::{Evidence, LaneId, StoredDelta};
 use crate::tenancy::{CertError, Roles, SignedCert};
 use crate::wire::{self, DeltaBatch};
@@ -203,6 +202,7 @@ impl Engine {
         let max_functions = self.config.max_functions_per_tenant;
         let max_counters = self.config.max_counters_per_function;
         let max_lanes = self.config.max_incarnations_per_node * self.config.groups as usize;
+        let default_policy = self.default_policy();
         let t = self.tenants.get_mut(&tag).expect("tenant present");
         if stored.issued_at > now.as_millis().saturating_add(max_skew) {
             return Err(Rejection::FromTheFuture);
@@ -266,12 +266,17 @@ impl Engine {
         let state = t.functions.entry(lane.function).or_default();
         let lifetime_ms = stored.issued_at.saturating_sub(signer.cert.not_before.as_millis());
         let shared = self.config.shared.as_ref();
-        let out = state.apply(
+        let policy = t.code.policies.get(&lane.function).copied().unwrap_or(default_policy);
+        let watch: Vec<(Tier, u64)> = (1..=Tier::MAX.0)
+            .filter_map(|tier| tier_threshold(&policy.thresholds, Tier(tier)).map(|limit| (Tier(tier), limit)))
+            .collect();
+        let out = state.apply_watched(
             lane,
             &stored,
             &entries,
             &limits,
             shared,
+            &watch,
             |_, held, proposed, interval_ms| cap_cfg.allowed(held, proposed, interval_ms, lifetime_ms),
         );
         // Idle time is judged on signing times, so old deltas replayed by anti-entropy do not
@@ -299,11 +304,7 @@ impl Engine {
             })
             .or_insert(*signer);
         t.activity.insert(lane.node, now);
-        for (k, _) in &out.increments {
-            if k.counter == Counter::Invocations && touched.last() != Some(&(lane.function, k.method)) {
-                touched.push((lane.function, k.method));
-            }
-        }
+        touched.extend(out.crossed.iter().map(|m| (lane.function, *m)));
         if out.clamped > 0 {
             self.stats.clamped_increments += out.clamped;
             self.outputs.push_back(Output::Event(Event::IncrementCapped {

@@ -4,7 +4,6 @@
 use super::Engine;
 use super::tenant::TenantState;
 use crate::ids::{FunctionId, MethodId, TenantTag, Tier, Timestamp};
-use crate::profile::counter::Counter;
 
 /// Shortest wait between two prediction passes, ms (a crossing foreseen sooner is looked
 /// at after this long).
@@ -62,20 +61,19 @@ impl Engine {
         let mut open = false;
         // Time until some open key may fire, ms.
         let mut soonest = tick;
-        let mut live: Vec<(FunctionId, MethodId, Tier)> = Vec::new();
+        // Samples of keys still open, rebuilt in key order from the previous pass's: keys
+        // that fired or lost their counts drop out.
+        let mut old = std::mem::take(&mut t.samples).into_iter().peekable();
+        let mut kept: Vec<((FunctionId, MethodId, Tier), Samples)> = Vec::new();
         for (f, state) in &t.functions {
             let policy = t.code.policies.get(f).copied().unwrap_or(default_policy);
-            let mut last: Option<MethodId> = None;
-            for k in state.ids.keys() {
-                if k.counter != Counter::Invocations || last == Some(k.method) {
-                    continue;
-                }
-                last = Some(k.method);
-                let m = k.method;
+            let mut fired_bits = state.fired.iter().peekable();
+            for (m, sums) in state.invocation_sums() {
                 if matches!(policy.unit, super::CompileUnit::Whole(unit) if unit != m) {
                     continue;
                 }
-                let fired = state.fired.get(&m).copied().unwrap_or(0);
+                while fired_bits.next_if(|(fm, _)| **fm < m).is_some() {}
+                let fired = fired_bits.next_if(|(fm, _)| **fm == m).map_or(0, |(_, b)| *b);
                 for tier in 1..=Tier::MAX.0 {
                     let tier = Tier(tier);
                     let Some(limit) = super::tier_threshold(&policy.thresholds, tier) else {
@@ -84,19 +82,23 @@ impl Engine {
                     if fired & (1 << tier.0) != 0 {
                         continue;
                     }
-                    let signed = state.invocations_below(m, tier);
+                    let signed = sums.below(tier);
                     if signed == 0 || signed >= limit {
                         continue;
                     }
                     open = true;
-                    live.push((*f, m, tier));
-                    let s = t.samples.entry((*f, m, tier)).or_insert([(now, signed, staleness); 2]);
+                    let key = (*f, m, tier);
+                    while old.next_if(|(k, _)| *k < key).is_some() {}
+                    let mut s = old
+                        .next_if(|(k, _)| *k == key)
+                        .map_or([(now, signed, staleness); 2], |(_, s)| s);
                     // Samples are taken at the first pass in each window of a grid every
                     // engine shares (multiples of `window` in tenant time), so the members'
                     // rates, hence their predictions, agree.
                     if now.0 / window > s[1].0.0 / window {
-                        *s = [s[1], (now, signed, staleness)];
+                        s = [s[1], (now, signed, staleness)];
                     }
+                    kept.push((key, s));
                     let (t0, n0, s0) = s[0];
                     let span = now.millis_since(t0);
                     if signed.saturating_mul(100) < pct * limit {
@@ -140,9 +142,8 @@ impl Engine {
                 }
             }
         }
-        // Samples of keys that fired or lost their counts are dropped.
-        live.sort_unstable();
-        t.samples.retain(|k, _| live.binary_search(k).is_ok());
+        drop(old);
+        t.samples = kept.into_iter().collect();
         if open {
             // Be there when the next window of the grid starts.
             soonest = soonest.min(window - now.0 % window);

@@ -143,6 +143,9 @@ pub(crate) struct ApplyOutcome {
     pub(crate) conflict: Option<StoredDelta>,
     /// The exact same delta was already held.
     pub(crate) duplicate: bool,
+    /// Methods whose invocations reached a watched threshold not yet fired (see
+    /// [`FunctionState::apply_watched`](super::FunctionState::apply_watched)).
+    pub(crate) crossed: Vec<crate::ids::MethodId>,
 }
 
 /// One counter of a lane: its id in the function's key table, the seq of the stored delta

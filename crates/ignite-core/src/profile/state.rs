@@ -87,6 +87,18 @@ fn key_of(keys: &[CounterKey], id: u32) -> Option<CounterKey> {
     }
 }
 
+/// One method's fleet-wide invocation sums by tier (see [`FunctionState::invocation_sums`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct InvocationSums([u64; INV_TIERS]);
+
+impl InvocationSums {
+    /// Invocations at tiers below `tier` (every tier up to [`Tier::MAX`] is kept).
+    pub(crate) fn below(&self, tier: Tier) -> u64 {
+        const { assert!((Tier::MAX.0 as usize) < INV_TIERS) };
+        self.0[..usize::from(tier.0).min(INV_TIERS)].iter().sum()
+    }
+}
+
 /// What [`FunctionState::apply_verified`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Applied {
@@ -163,6 +175,11 @@ impl FunctionState {
                 })
             })
             .sum()
+    }
+
+    /// Per method with invocations counted, in method order, its invocation sums by tier.
+    pub(crate) fn invocation_sums(&self) -> impl Iterator<Item = (MethodId, InvocationSums)> + '_ {
+        self.invocations.iter().map(|(m, per)| (*m, InvocationSums(*per)))
     }
 
     /// Number of distinct nodes that contributed invocations of `method` below `tier`.
@@ -266,6 +283,24 @@ impl FunctionState {
         shared: Option<&crate::SharedChecks>,
         cap: impl FnMut(&CounterKey, u64, u64, u64) -> u64,
     ) -> ApplyOutcome {
+        self.apply_watched(lane, delta, entries, limits, shared, &[], cap)
+    }
+
+    /// [`Self::apply`], also listing in [`ApplyOutcome::crossed`] every method whose
+    /// invocations below a watched tier reach that tier's threshold (`watch`: tier and
+    /// threshold) while the tier's bit in `fired` is clear: the methods a threshold check
+    /// may act on after this delta, found while the sums are updated.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn apply_watched(
+        &mut self,
+        lane: &LaneId,
+        delta: &Arc<StoredDelta>,
+        entries: &[(CounterKey, u64)],
+        limits: &Limits,
+        shared: Option<&crate::SharedChecks>,
+        watch: &[(Tier, u64)],
+        cap: impl FnMut(&CounterKey, u64, u64, u64) -> u64,
+    ) -> ApplyOutcome {
         let mut by_id: Vec<IdEntry> = entries
             .iter()
             .map(|(k, v)| {
@@ -296,7 +331,7 @@ impl FunctionState {
             }
         };
         let l = self.lanes.entry((n, lane.incarnation, lane.group)).or_default();
-        let out = l.apply(delta, &by_id, entries, limits, cap);
+        let mut out = l.apply(delta, &by_id, entries, limits, cap);
         if let Some(shared) = shared
             && out.conflict.is_none()
             && !out.duplicate
@@ -311,7 +346,23 @@ impl FunctionState {
         for (k, inc) in &out.increments {
             *self.sums.entry(*k).or_insert(0) += inc;
             if let Some(slot) = inv_slot(k) {
-                self.invocations.entry(k.method).or_insert([0; INV_TIERS])[slot] += inc;
+                let per = self.invocations.entry(k.method).or_insert([0; INV_TIERS]);
+                per[slot] += inc;
+                // Checked after each increment, so the last one of a method sees its final
+                // sums (a method listed twice is deduplicated by the threshold check).
+                let reached = watch.iter().any(|(tier, limit)| {
+                    usize::from(tier.0) <= INV_TIERS && per[..usize::from(tier.0)].iter().sum::<u64>() >= *limit
+                });
+                if reached && out.crossed.last() != Some(&k.method) {
+                    let fired = self.fired.get(&k.method).copied().unwrap_or(0);
+                    if watch.iter().any(|(tier, limit)| {
+                        fired & (1 << tier.0) == 0
+                            && usize::from(tier.0) <= INV_TIERS
+                            && per[..usize::from(tier.0)].iter().sum::<u64>() >= *limit
+                    }) {
+                        out.crossed.push(k.method);
+                    }
+                }
             }
         }
         out
