@@ -301,26 +301,6 @@ impl FunctionState {
         watch: &[(Tier, u64)],
         cap: impl FnMut(&CounterKey, u64, u64, u64) -> u64,
     ) -> ApplyOutcome {
-        let mut by_id: Vec<IdEntry> = entries
-            .iter()
-            .map(|(k, v)| {
-                let id = match self.ids.get(k) {
-                    Some(id) => *id,
-                    None => {
-                        let id = fixed_id(k).unwrap_or_else(|| {
-                            self.keys.push(*k);
-                            DYNAMIC_IDS + (self.keys.len() - 1) as u32
-                        });
-                        self.ids.insert(*k, id);
-                        id
-                    }
-                };
-                (id, *k, *v)
-            })
-            .collect();
-        if !by_id.is_sorted_by_key(|e| e.0) {
-            by_id.sort_unstable_by_key(|e| e.0);
-        }
         let n = match self.node_ids.get(&lane.node) {
             Some(n) => *n,
             None => {
@@ -331,6 +311,37 @@ impl FunctionState {
             }
         };
         let l = self.lanes.entry((n, lane.incarnation, lane.group)).or_default();
+        // A key with a fixed id needs no look-up in the key table when the lane holds it
+        // already (a lane holds only interned ids); the others are interned below.
+        let (ids, keys) = (&mut self.ids, &mut self.keys);
+        let mut by_id: Vec<IdEntry> = entries
+            .iter()
+            .map(|(k, v)| {
+                let id = fixed_id(k).unwrap_or_else(|| {
+                    *ids.entry(*k).or_insert_with(|| {
+                        keys.push(*k);
+                        DYNAMIC_IDS + (keys.len() - 1) as u32
+                    })
+                });
+                (id, *k, *v)
+            })
+            .collect();
+        if !by_id.is_sorted_by_key(|e| e.0) {
+            by_id.sort_unstable_by_key(|e| e.0);
+        }
+        let held = &l.values;
+        let mut i = 0;
+        for (id, k, _) in &by_id {
+            if *id >= DYNAMIC_IDS {
+                break;
+            }
+            while i < held.len() && held[i].id < *id {
+                i += 1;
+            }
+            if i == held.len() || held[i].id != *id {
+                ids.entry(*k).or_insert(*id);
+            }
+        }
         let mut out = l.apply(delta, &by_id, entries, limits, cap);
         if let Some(shared) = shared
             && out.conflict.is_none()
