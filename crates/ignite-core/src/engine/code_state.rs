@@ -106,6 +106,8 @@ pub(crate) struct CodeState {
     /// Manifest hash -> (key, class, generation) of every held manifest.
     pub(crate) by_hash: BTreeMap<[u8; 32], (CodeKey, ClassId, u32)>,
     pub(crate) attestations: BTreeMap<[u8; 32], BTreeMap<NodeKey, Signed<Attestation>>>,
+    /// [`Self::digest`] of the manifests and attestations held; `None` once either changes.
+    pub(crate) digest_memo: Option<[u8; 32]>,
     /// When this engine first saw each open election (its rank's turn counts from there).
     pub(crate) turns: BTreeMap<Election, Timestamp>,
     /// This node's rank position per open election, with the digest of the eligible set
@@ -250,6 +252,7 @@ impl CodeState {
             manifests: BTreeMap::new(),
             by_hash: BTreeMap::new(),
             attestations: BTreeMap::new(),
+            digest_memo: None,
             turns: BTreeMap::new(),
             positions: BTreeMap::new(),
             failed: BTreeMap::new(),
@@ -333,8 +336,21 @@ impl CodeState {
             .map(|(_, m)| &**m)
     }
 
-    /// Digest of the current manifests and their attestations (anti-entropy).
-    pub(crate) fn digest(&self) -> [u8; 32] {
+    /// Digest of the current manifests and their attestations (anti-entropy); kept until
+    /// either changes (whoever changes `manifests` or `attestations` clears `digest_memo`).
+    pub(crate) fn digest(&mut self) -> [u8; 32] {
+        if let Some(d) = self.digest_memo {
+            // Tests run with debug assertions: every use checks that the memo is current.
+            debug_assert_eq!(d, self.compute_digest(), "code digest memo not cleared");
+            return d;
+        }
+        let d = self.compute_digest();
+        self.digest_memo = Some(d);
+        d
+    }
+
+    /// [`Self::digest`], computed from the manifests and attestations.
+    pub(crate) fn compute_digest(&self) -> [u8; 32] {
         let mut h = blake3::Hasher::new_derive_key("ignite v1 code digest");
         for g in self.manifests.values() {
             if let Some((_, m)) = g.last_key_value() {

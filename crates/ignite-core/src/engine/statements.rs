@@ -232,6 +232,7 @@ impl Engine {
         {
             return Ok(false);
         }
+        t.code.digest_memo = None;
         let generation = s.generation;
         let m = match &self.config.shared {
             Some(c) => c.intern_manifest(&hash, m),
@@ -298,6 +299,7 @@ impl Engine {
                 got: s.blob_hash,
             }));
         }
+        t.code.digest_memo = None;
         t.code.attestations.entry(s.manifest).or_default().insert(s.attester, a);
         t.code.wake_key(key, now);
         Ok(())

@@ -72,7 +72,7 @@ impl Engine {
             lanes_root: Self::lanes_root(&idx),
             revocations: self.tenants[&tag].revocations.digest(),
             banned: self.tenants[&tag].banned_digest(),
-            code: self.tenants[&tag].code.digest(),
+            code: self.tenants.get_mut(&tag).expect("tenant present").code.digest(),
         };
         self.seal_to(tag, peer, &body);
     }
@@ -88,7 +88,7 @@ impl Engine {
         banned: [u8; 32],
         code: [u8; 32],
     ) {
-        if code != self.tenants[&tag].code.digest() {
+        if code != self.tenants.get_mut(&tag).expect("tenant present").code.digest() {
             // Manifests are few and signed: send the current ones; the opener answers with
             // those this node did not send.
             self.send_code(tag, from, round, &std::collections::BTreeSet::new());
