@@ -6,16 +6,35 @@ use std::collections::BinaryHeap;
 
 /// Slots per chunk of the slab.
 const CHUNK: usize = 1 << 16;
+/// A bucket spans 2^6 = 64 µs of virtual time.
+const BUCKET_SHIFT: u32 = 6;
+/// Buckets in the ring: events up to 4,096 × 64 µs ≈ 262 ms ahead wait in the ring.
+const RING: u64 = 1 << 12;
+
+/// An event's place in the order: time, insertion number, slab slot.
+type Key = (u64, u64, u32);
 
 /// A queue of events of type `E` by virtual time.
 ///
-/// The heap orders small keys (time, sequence, slot); the events themselves wait in a slab,
-/// so that sifting moves 24 bytes per level instead of whole events. The slab grows by
-/// chunks of fixed size: with tens of millions of frames in flight, a slab that doubled
-/// would need its old and new copies at once.
+/// Keys (time, insertion number, slot) wait in a ring of 64 µs buckets covering the next
+/// 262 ms, appended unsorted and sorted once, when their bucket becomes the current one;
+/// keys further ahead wait in a binary heap and move into the ring as it advances. With
+/// millions of frames in flight, a push is an append and a pop takes from a short sorted
+/// vector, instead of a binary heap's ~20 levels of scattered memory per operation. The
+/// events themselves wait in a slab that grows by chunks of fixed size: with tens of
+/// millions of frames in flight, a slab that doubled would need its old and new copies at
+/// once.
 #[derive(Debug)]
 pub struct Queue<E> {
-    heap: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    /// Bucket `b` (time `b << BUCKET_SHIFT` on) is `ring[b % RING]`, for `b` from `cur` to
+    /// `cur + RING - 1`. The current bucket is sorted, last key first to pop; the others
+    /// are in insertion order.
+    ring: Vec<Vec<Key>>,
+    cur: u64,
+    /// Keys in the ring.
+    in_ring: usize,
+    /// Keys of buckets from `cur + RING` on.
+    far: BinaryHeap<Reverse<Key>>,
     slab: Vec<Vec<Option<E>>>,
     /// Slots handed out so far (used or free).
     slots: usize,
@@ -27,7 +46,10 @@ pub struct Queue<E> {
 impl<E> Default for Queue<E> {
     fn default() -> Self {
         Queue {
-            heap: BinaryHeap::new(),
+            ring: (0..RING).map(|_| Vec::new()).collect(),
+            cur: 0,
+            in_ring: 0,
+            far: BinaryHeap::new(),
             slab: Vec::new(),
             slots: 0,
             free: Vec::new(),
@@ -55,13 +77,70 @@ impl<E> Queue<E> {
                 i
             }
         };
-        self.heap.push(Reverse((at_us, self.next, slot)));
+        let key = (at_us, self.next, slot);
         self.next += 1;
+        let b = at_us >> BUCKET_SHIFT;
+        if b <= self.cur {
+            // Into the sorted current bucket. A time before the bucket's start is earlier
+            // than every key waiting, so it sorts first all the same.
+            let bucket = &mut self.ring[(self.cur % RING) as usize];
+            let at = bucket.partition_point(|k| (k.0, k.1) > (key.0, key.1));
+            bucket.insert(at, key);
+            self.in_ring += 1;
+        } else if b < self.cur + RING {
+            self.ring[(b % RING) as usize].push(key);
+            self.in_ring += 1;
+        } else {
+            self.far.push(Reverse(key));
+        }
+    }
+
+    /// Makes the current bucket the first one holding a key (sorted), if any key waits.
+    fn settle(&mut self) -> bool {
+        loop {
+            let bucket = &mut self.ring[(self.cur % RING) as usize];
+            if !bucket.is_empty() {
+                return true;
+            }
+            // A drained bucket gives its memory back: at any time most buckets are empty,
+            // and keeping each one's largest size would hold memory for nothing.
+            if bucket.capacity() > 64 {
+                *bucket = Vec::new();
+            }
+            if self.in_ring == 0 {
+                // Nothing within the ring: jump to the first far bucket.
+                let Some(Reverse((at, _, _))) = self.far.peek() else {
+                    return false;
+                };
+                self.cur = at >> BUCKET_SHIFT;
+            } else {
+                self.cur += 1;
+            }
+            // The ring now reaches one bucket further (or a whole ring further after a
+            // jump): move the far keys it covers.
+            while let Some(Reverse(k)) = self.far.peek().copied() {
+                let b = k.0 >> BUCKET_SHIFT;
+                if b >= self.cur + RING {
+                    break;
+                }
+                self.far.pop();
+                self.ring[(b % RING) as usize].push(k);
+                self.in_ring += 1;
+            }
+            let bucket = &mut self.ring[(self.cur % RING) as usize];
+            bucket.sort_unstable_by_key(|k| Reverse((k.0, k.1)));
+        }
     }
 
     /// The earliest event, with its time.
     pub fn pop(&mut self) -> Option<(u64, E)> {
-        let Reverse((at, _, slot)) = self.heap.pop()?;
+        if !self.settle() {
+            return None;
+        }
+        let (at, _, slot) = self.ring[(self.cur % RING) as usize]
+            .pop()
+            .expect("a settled bucket holds a key");
+        self.in_ring -= 1;
         self.popped += 1;
         let e = self.slot_mut(slot).take().expect("a queued slot holds its event");
         self.free.push(slot);
@@ -74,18 +153,21 @@ impl<E> Queue<E> {
     }
 
     /// Time of the earliest event.
-    pub fn peek_time(&self) -> Option<u64> {
-        self.heap.peek().map(|Reverse((at, _, _))| *at)
+    pub fn peek_time(&mut self) -> Option<u64> {
+        if !self.settle() {
+            return None;
+        }
+        self.ring[(self.cur % RING) as usize].last().map(|k| k.0)
     }
 
     /// Events waiting.
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.in_ring + self.far.len()
     }
 
     /// Whether no event waits.
     pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
+        self.len() == 0
     }
 
     /// Events popped so far.
@@ -97,6 +179,7 @@ impl<E> Queue<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn pops_by_time_then_insertion_order() {
@@ -116,6 +199,61 @@ mod tests {
         let order: Vec<_> = std::iter::from_fn(|| q.pop()).collect();
         assert_eq!(order, vec![(7, "e"), (7, "e2"), (9, "f")]);
         assert!(q.is_empty());
+    }
+
+    /// One step of a schedule: push an event `delay` after the last popped time (or, with
+    /// `early`, that much before it), pop, or peek.
+    #[derive(Clone, Debug)]
+    enum Op {
+        Push { delay: u64, early: bool },
+        Pop,
+        Peek,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        // Delays from the same microsecond to far beyond the ring (262 ms).
+        let delay = prop_oneof![0..64u64, 0..20_000u64, 0..600_000u64, 0..30_000_000u64];
+        prop_oneof![
+            4 => (delay, proptest::bool::weighted(0.05)).prop_map(|(delay, early)| Op::Push { delay, early }),
+            3 => Just(Op::Pop),
+            1 => Just(Op::Peek),
+        ]
+    }
+
+    proptest! {
+        /// The bucketed queue pops exactly what a binary heap of (time, insertion order)
+        /// pops, whatever the mix of near, far, same-time and earlier-than-now pushes.
+        #[test]
+        fn pops_like_a_binary_heap(ops in proptest::collection::vec(op(), 1..400)) {
+            let mut q = Queue::default();
+            let mut reference: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
+            let (mut now, mut n) = (1_000_000u64, 0u64);
+            for op in ops {
+                match op {
+                    Op::Push { delay, early } => {
+                        let at = if early { now.saturating_sub(delay) } else { now + delay };
+                        q.push(at, n);
+                        reference.push(Reverse((at, n)));
+                        n += 1;
+                    }
+                    Op::Pop => {
+                        let want = reference.pop().map(|Reverse(k)| k);
+                        prop_assert_eq!(q.pop(), want);
+                        if let Some((at, _)) = want {
+                            now = now.max(at);
+                        }
+                    }
+                    Op::Peek => {
+                        prop_assert_eq!(q.peek_time(), reference.peek().map(|Reverse((at, _))| *at));
+                    }
+                }
+                prop_assert_eq!(q.len(), reference.len());
+            }
+            while let Some(Reverse(k)) = reference.pop() {
+                prop_assert_eq!(q.pop(), Some(k));
+            }
+            prop_assert!(q.is_empty());
+        }
     }
 
     #[test]
