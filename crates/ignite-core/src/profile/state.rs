@@ -361,16 +361,14 @@ impl FunctionState {
                 per[slot] += inc;
                 // Checked after each increment, so the last one of a method sees its final
                 // sums (a method listed twice is deduplicated by the threshold check).
-                let reached = watch.iter().any(|(tier, limit)| {
-                    usize::from(tier.0) <= INV_TIERS && per[..usize::from(tier.0)].iter().sum::<u64>() >= *limit
-                });
+                let sums = InvocationSums(*per);
+                let reached = watch.iter().any(|(tier, limit)| sums.below(*tier) >= *limit);
                 if reached && out.crossed.last() != Some(&k.method) {
                     let fired = self.fired.get(&k.method).copied().unwrap_or(0);
-                    if watch.iter().any(|(tier, limit)| {
-                        fired & (1 << tier.0) == 0
-                            && usize::from(tier.0) <= INV_TIERS
-                            && per[..usize::from(tier.0)].iter().sum::<u64>() >= *limit
-                    }) {
+                    if watch
+                        .iter()
+                        .any(|(tier, limit)| fired & (1 << tier.0) == 0 && sums.below(*tier) >= *limit)
+                    {
                         out.crossed.push(k.method);
                     }
                 }
