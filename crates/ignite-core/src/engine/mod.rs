@@ -33,6 +33,7 @@ use crate::rng::SplitMix64;
 use crate::tenancy::{CertError, SignedRevocation, TenantCredentials, TenantId};
 use crate::wire::{Body, Envelope, WireError};
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use tenant::TenantState;
 
 /// Something the driver must do or the host should know.
@@ -125,8 +126,9 @@ impl Rejection {
     }
 }
 
-/// A message opened by [`Engine::open`]: its tenant, plaintext and hash.
-type Opened = (TenantTag, Vec<u8>, [u8; 32]);
+/// A message opened by [`Engine::open`]: its tenant, plaintext (shared with the engines
+/// of the process that opened the same message) and hash.
+type Opened = (TenantTag, Arc<[u8]>, [u8; 32]);
 
 /// One received message, for [`Engine::handle_messages`].
 #[derive(Debug, Clone, Copy)]
@@ -471,7 +473,7 @@ impl Engine {
         self.settle_restore(now);
         self.stats.messages_in += messages.len() as u64;
         let mut results: Vec<Option<Result<Accepted, Rejection>>> = Vec::with_capacity(messages.len());
-        let mut opened: Vec<(usize, TenantTag, Vec<u8>)> = Vec::new();
+        let mut opened: Vec<(usize, TenantTag, Arc<[u8]>)> = Vec::new();
         let mut hashes: Vec<Option<[u8; 32]>> = vec![None; messages.len()];
         for (i, m) in messages.iter().enumerate() {
             match self.open(m) {
@@ -490,14 +492,28 @@ impl Engine {
         // Consecutive delta batches are verified together; a control message (revocation,
         // anti-entropy) first flushes the batches before it, so the order of effects is the
         // order of the messages.
+        // Every body is decoded before any is handled, as a malformed one is refused
+        // without effect; a sender whose message decodes becomes an anti-entropy partner.
+        let mut bodies = Vec::with_capacity(opened.len());
+        for (i, tag, plain) in &opened {
+            match Body::decode(plain, &self.config.limits) {
+                Ok(body) => {
+                    if let Some(t) = self.tenants.get_mut(tag) {
+                        t.peers.insert(messages[*i].from);
+                    }
+                    bodies.push((*i, *tag, body));
+                }
+                Err(e) => results[*i] = Some(Err(e.into())),
+            }
+        }
         let mut batches = Vec::new();
         let mut batch_of = Vec::new();
-        for (i, tag, plain) in &opened {
-            let from = messages[*i].from;
-            match Body::decode(plain, &self.config.limits).expect("decoded once already") {
+        for (i, tag, body) in bodies {
+            let from = messages[i].from;
+            match body {
                 Body::Deltas(batch) => {
-                    batches.push((*tag, batch));
-                    batch_of.push(*i);
+                    batches.push((tag, batch));
+                    batch_of.push(i);
                 }
                 other => {
                     // Blob transfer messages answer one request of one peer (the request id
@@ -507,14 +523,14 @@ impl Engine {
                         other,
                         Body::BlobWant { .. } | Body::BlobChunk { .. } | Body::BlobMissing { .. }
                     ) {
-                        hashes[*i] = None;
+                        hashes[i] = None;
                     }
                     let applied = self.ingest_batches(now, &batches);
                     for (j, r) in batch_of.drain(..).zip(applied) {
                         results[j] = Some(r);
                     }
                     batches.clear();
-                    results[*i] = Some(self.handle_control(now, *tag, from, other));
+                    results[i] = Some(self.handle_control(now, tag, from, other));
                 }
             }
         }
@@ -558,27 +574,19 @@ impl Engine {
             self.stats.duplicate_messages += 1;
             return Ok(None);
         }
-        let plain = match &self.config.shared {
-            None => t.sealer.open(&env)?,
+        let plain: Arc<[u8]> = match &self.config.shared {
+            None => t.sealer.open(&env)?.into(),
             Some(shared) => {
                 let key = shared_key(b"open", &msg_hash);
                 match shared.opened(&key) {
                     Some(p) => {
                         self.stats.opens_shared += 1;
-                        p.to_vec()
-                    }
-                    None => {
-                        let p = t.sealer.open(&env)?;
-                        shared.open_done(key, &p);
                         p
                     }
+                    None => shared.open_done(key, t.sealer.open(&env)?),
                 }
             }
         };
-        Body::decode(&plain, &self.config.limits)?;
-        if let Some(t) = self.tenants.get_mut(&tag) {
-            t.peers.insert(m.from);
-        }
         Ok(Some((tag, plain, msg_hash)))
     }
 
