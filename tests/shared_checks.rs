@@ -57,3 +57,51 @@ fn shared_checks_change_no_output_and_verify_each_signature_once() {
     assert_eq!(work, verified_shared);
     assert!(opens > 0 && sum(&shared, |s| s.opens_shared) > opens);
 }
+
+/// A presence's statement hash is taken from another engine's stored copy only when the
+/// received presence equals that copy: a presence altered under a copied signature is still
+/// checked, and refused, by every engine of the process.
+#[test]
+fn a_presence_altered_under_a_copied_signature_is_refused_by_every_engine() {
+    use common::artifacts::{CodeRx, NOW, RELAY};
+    use ignite::code::{Presence, Refusal, Signed};
+    use ignite::crypto::SigError;
+    use ignite::wire::Body;
+    use ignite::{Rejection, Tier};
+
+    let cache = SharedChecks::new(1 << 10);
+    let mut first = CodeRx::new(|c| c.shared = Some(cache.clone()));
+    let mut second = CodeRx::new(|c| c.shared = Some(cache.clone()));
+    let node3 = first.compiler(3);
+    let presence = Signed::sign(
+        Presence {
+            tenant: first.tenant,
+            node: node3.cert().cert.node,
+            seq: 5,
+            issued_at: NOW,
+            valid_ms: 16_000,
+            classes: vec![(first.class.id(), first.class.tiers)],
+            load: 300,
+            installed_digest: [9; 32],
+            functions: vec![common::function("hot")],
+            installed: vec![(0, first.key(1).method, Tier(2))],
+            truncated: false,
+        },
+        &node3,
+    );
+    let mut altered = presence.clone();
+    altered.statement.load = 0;
+    let seal = |rx: &CodeRx, p: &Signed<Presence>| rx.sealer.seal(&Body::Presence(Box::new(p.clone())).encode());
+
+    let genuine = seal(&first, &presence);
+    assert!(first.deliver(RELAY, &genuine).is_ok());
+    assert_eq!(first.engine.stats().signatures_verified, 2, "certificate and presence");
+    // The altered copy reaches the second engine after the first stored the genuine one.
+    let unauthentic = Err(Rejection::Code(Refusal::Unauthentic(SigError::Invalid.to_string())));
+    assert_eq!(second.deliver(RELAY, &seal(&second, &altered)), unauthentic);
+    assert_eq!(first.deliver(RELAY, &seal(&first, &altered)), unauthentic);
+    // The genuine one is accepted by the second engine, whose checks reuse the first's.
+    assert!(second.deliver(RELAY, &genuine).is_ok());
+    assert_eq!(second.engine.stats().signatures_verified, 0);
+    assert_eq!(second.engine.stats().signatures_shared, 2, "certificate and presence");
+}

@@ -13,10 +13,12 @@
 //! signed message: each signed delta, each member's latest presence, each
 //! manifest and each fetched code blob. In a simulator every engine holds every node's
 //! deltas and presence and every manifest and installed blob, and the copies would
-//! otherwise dominate memory.
+//! otherwise dominate memory. A presence's statement hash (which lists up to
+//! `max_presence_installed` installed keys) is computed by the first engine storing it;
+//! the others compare the presence they receive with that copy in full instead.
 
 use crate::code::{Manifest, Presence, Signed};
-use crate::crypto::SeenCache;
+use crate::crypto::{SeenCache, SigBytes};
 use crate::profile::StoredDelta;
 use crate::profile::lane::Cell;
 use std::collections::{BTreeMap, VecDeque};
@@ -80,6 +82,12 @@ struct Inner {
     deltas: Interner<StoredDelta>,
     /// Members' presences by statement hash.
     presences: Interner<Signed<Presence>>,
+    /// The statement hash of each presence in `presences`, by signature: the engines that
+    /// receive a presence after the first compare it with the stored one instead of
+    /// hashing it again.
+    presence_hashes: BTreeMap<SigBytes, ([u8; 32], Weak<Signed<Presence>>)>,
+    /// Entries of `presence_hashes` alive at the last sweep of dead ones.
+    presence_hashes_live: usize,
     /// Fetched code blobs by content hash.
     blobs: Interner<[u8]>,
     /// Manifests by statement hash.
@@ -115,6 +123,8 @@ impl SharedChecks {
             opens: 0,
             deltas: Interner::new(),
             presences: Interner::new(),
+            presence_hashes: BTreeMap::new(),
+            presence_hashes_live: 0,
             blobs: Interner::new(),
             manifests: Interner::new(),
             cells: Interner::new(),
@@ -143,11 +153,12 @@ impl SharedChecks {
         self.lock().opened.get(key).cloned()
     }
 
-    /// Records a successful decryption actually performed.
-    pub(crate) fn open_done(&self, key: [u8; 32], plain: &[u8]) {
+    /// Records a successful decryption actually performed; returns the shared plaintext.
+    pub(crate) fn open_done(&self, key: [u8; 32], plain: Vec<u8>) -> Arc<[u8]> {
+        let plain: Arc<[u8]> = plain.into();
         let mut g = self.lock();
         g.opens += 1;
-        if g.opened.insert(key, plain.into()).is_none() {
+        if g.opened.insert(key, plain.clone()).is_none() {
             g.order.push_back(key);
             while g.order.len() > g.cap {
                 if let Some(old) = g.order.pop_front() {
@@ -155,6 +166,7 @@ impl SharedChecks {
                 }
             }
         }
+        plain
     }
 
     /// The one shared copy of the signed delta identified by `hash` (a hash covering
@@ -167,7 +179,23 @@ impl SharedChecks {
     /// The one shared copy of the signed presence identified by `hash` (its statement
     /// hash): the copy another engine stored, or `p`.
     pub(crate) fn intern_presence(&self, hash: &[u8; 32], p: Signed<Presence>) -> Arc<Signed<Presence>> {
-        self.lock().presences.intern(hash, || Arc::new(p))
+        let mut g = self.lock();
+        let a = g.presences.intern(hash, || Arc::new(p));
+        g.presence_hashes.insert(a.signature, (*hash, Arc::downgrade(&a)));
+        if g.presence_hashes.len() > 2 * g.presence_hashes_live.max(1024) {
+            g.presence_hashes.retain(|_, (_, w)| w.strong_count() > 0);
+            g.presence_hashes_live = g.presence_hashes.len();
+        }
+        a
+    }
+
+    /// The statement hash of `p` if an engine stored an equal presence (compared in full,
+    /// so a forged statement under a copied signature never gets the stored one's hash).
+    pub(crate) fn presence_hash(&self, p: &Signed<Presence>) -> Option<[u8; 32]> {
+        let g = self.lock();
+        let (hash, stored) = g.presence_hashes.get(&p.signature)?;
+        let stored = stored.upgrade()?;
+        (*stored == *p).then_some(*hash)
     }
 
     /// The one shared copy of the signed manifest identified by `hash` (its statement

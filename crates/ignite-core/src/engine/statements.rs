@@ -55,11 +55,24 @@ impl Engine {
         Ok(())
     }
 
-    /// Checks tenant, bounds, certificate and signature of a statement (cached by hash).
+    /// Checks tenant, bounds, certificate and signature of a statement (cached by hash);
+    /// returns its hash.
     fn check_statement<T: Statement>(
         &mut self,
         tag: TenantTag,
         s: &Signed<T>,
+        at: Timestamp,
+        role: Roles,
+    ) -> Result<[u8; 32], Refusal> {
+        self.check_statement_hashed(tag, s, None, at, role)
+    }
+
+    /// [`Self::check_statement`] with the statement's hash when it is known already.
+    fn check_statement_hashed<T: Statement>(
+        &mut self,
+        tag: TenantTag,
+        s: &Signed<T>,
+        hash: Option<[u8; 32]>,
         at: Timestamp,
         role: Roles,
     ) -> Result<[u8; 32], Refusal> {
@@ -70,7 +83,7 @@ impl Engine {
             .check_bounds(&self.config.code.limits)
             .map_err(Refusal::Invalid)?;
         self.check_statement_cert(tag, &s.cert, at, role)?;
-        let h = s.hash();
+        let h = hash.unwrap_or_else(|| s.hash());
         if !self.seen_deltas.contains(&h) {
             let key = super::shared_key(b"statement", &h);
             if self.config.shared.as_ref().is_some_and(|c| c.is_verified(&key)) {
@@ -89,7 +102,9 @@ impl Engine {
 
     /// A presence from a member: the newest (by seq) of each node is kept.
     pub(super) fn on_presence(&mut self, now: Timestamp, tag: TenantTag, p: Signed<Presence>) -> Result<(), Refusal> {
-        let hash = self.check_statement(tag, &p, now, Roles(0))?;
+        // Another engine of the process may have hashed the same presence already.
+        let known = self.config.shared.as_ref().and_then(|c| c.presence_hash(&p));
+        let hash = self.check_statement_hashed(tag, &p, known, now, Roles(0))?;
         let max_members = self.config.code.max_members;
         // A sender may announce a longer validity in a large fleet; capped so that a dead
         // node leaves the ranking within 64 TTLs whatever it claimed.
