@@ -111,10 +111,20 @@ impl SignedCert {
         Ok(())
     }
 
-    /// Hash identifying this exact signed certificate.
+    /// Hash identifying this exact signed certificate: of every field at a fixed width, so
+    /// equal hashes mean equal certificates (receivers compute it for every message).
     pub fn hash(&self) -> [u8; 32] {
-        let bytes = postcard::to_allocvec(self).expect("certificate encodes");
-        *blake3::hash(&bytes).as_bytes()
+        let c = &self.cert;
+        let mut b = [0u8; 32 + 32 + 1 + 8 * 3 + 64];
+        b[..32].copy_from_slice(&c.tenant.0);
+        b[32..64].copy_from_slice(&c.node.0);
+        b[64] = c.roles.0;
+        b[65..73].copy_from_slice(&c.not_before.0.to_le_bytes());
+        b[73..81].copy_from_slice(&c.not_after.0.to_le_bytes());
+        b[81..89].copy_from_slice(&c.serial.to_le_bytes());
+        b[89..121].copy_from_slice(&self.signature.0);
+        b[121..].copy_from_slice(&self.signature.1);
+        *blake3::hash(&b).as_bytes()
     }
 }
 
@@ -270,6 +280,42 @@ impl TenantRoot {
         SignedRevocation {
             revocation,
             signature: crypto::sign(&self.key, domain::REVOCATION, &bytes),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_to_any_field_changes_the_hash() {
+        let base = SignedCert {
+            cert: NodeCert {
+                tenant: TenantId([1; 32]),
+                node: NodeKey([2; 32]),
+                roles: Roles::ALL,
+                not_before: Timestamp(3),
+                not_after: Timestamp(4),
+                serial: 5,
+            },
+            signature: SigBytes([6; 32], [7; 32]),
+        };
+        let edits: [fn(&mut SignedCert); 8] = [
+            |c| c.cert.tenant.0[31] ^= 1,
+            |c| c.cert.node.0[0] ^= 1,
+            |c| c.cert.roles = Roles::PROFILE,
+            |c| c.cert.not_before = Timestamp(4),
+            |c| c.cert.not_after = Timestamp(3),
+            |c| c.cert.serial = 1 << 40,
+            |c| c.signature.0[5] ^= 1,
+            |c| c.signature.1[31] ^= 1,
+        ];
+        let mut seen = std::collections::BTreeSet::from([base.hash()]);
+        for edit in edits {
+            let mut c = base;
+            edit(&mut c);
+            assert!(seen.insert(c.hash()), "{c:?}");
         }
     }
 }
