@@ -53,8 +53,8 @@ impl Engine {
     ) -> Vec<Result<Accepted, Rejection>> {
         let mut first_err: Vec<Option<Rejection>> = vec![None; batches.len()];
         let mut accepted = vec![Accepted::default(); batches.len()];
-        // (batch, delta, signed bytes, hash) of every new delta whose certificate is fine.
-        let mut pending: Vec<(usize, usize, Vec<u8>, [u8; 32])> = Vec::new();
+        // (batch, delta, hash) of every new delta whose certificate is fine.
+        let mut pending: Vec<(usize, usize, [u8; 32])> = Vec::new();
         for (b, (tag, batch)) in batches.iter().enumerate() {
             let cert_ok: Vec<Result<(), Rejection>> =
                 batch.certs.iter().map(|c| self.check_cert(*tag, c, now)).collect();
@@ -65,33 +65,19 @@ impl Engine {
                     continue;
                 }
                 let cert = &batch.certs[d.signer as usize].cert;
-                let signed = wire::signed_delta_bytes(
-                    &tenant.0,
-                    &cert.node.0,
-                    &batch.functions[d.function as usize],
-                    d.incarnation,
-                    d.group,
-                    d.seq,
-                    d.issued_at,
-                    d.full,
-                    d.entries,
-                );
-                let mut h = blake3::Hasher::new();
-                h.update(&signed);
-                h.update(&d.signature.to_bytes());
-                let hash = *h.finalize().as_bytes();
+                let hash = d.hash(&tenant.0, &cert.node.0, &batch.functions[d.function as usize]);
                 if self.seen_deltas.contains(&hash) {
                     accepted[b].deltas_duplicate += 1;
                     self.stats.deltas_duplicate += 1;
                     continue;
                 }
-                pending.push((b, i, signed, hash));
+                pending.push((b, i, hash));
             }
         }
         // Signatures another engine of this process verified are not checked again.
         let shared: Vec<bool> = pending
             .iter()
-            .map(|(_, _, _, hash)| {
+            .map(|(_, _, hash)| {
                 self.config
                     .shared
                     .as_ref()
@@ -99,23 +85,35 @@ impl Engine {
             })
             .collect();
         self.stats.signatures_shared += shared.iter().filter(|s| **s).count() as u64;
-        let items: Vec<BatchItem<'_>> = pending
+        // The signed bytes are built only for the signatures checked here.
+        let signed: Vec<(Vec<u8>, &crate::wire::DeltaWire<'_>, [u8; 32])> = pending
             .iter()
             .zip(&shared)
             .filter(|(_, s)| !**s)
-            .map(|((b, i, signed, _), _)| {
-                let batch = &batches[*b].1;
+            .map(|((b, i, _), _)| {
+                let (tag, batch) = &batches[*b];
                 let d = &batch.deltas[*i];
-                BatchItem {
-                    key: batch.certs[d.signer as usize].cert.node.0,
-                    signed,
-                    sig: d.signature,
-                }
+                let node = batch.certs[d.signer as usize].cert.node.0;
+                let tenant = self.tenants[tag].tenant;
+                (
+                    d.signed_bytes(&tenant.0, &node, &batch.functions[d.function as usize]),
+                    d,
+                    node,
+                )
+            })
+            .collect();
+        let items: Vec<BatchItem<'_>> = signed
+            .iter()
+            .map(|(bytes, d, node)| BatchItem {
+                key: *node,
+                signed: bytes,
+                sig: d.signature,
             })
             .collect();
         let mut checked = crypto::verify_many(&items).into_iter();
         self.stats.signatures_verified += items.len() as u64;
         drop(items);
+        drop(signed);
         let results: Vec<Result<(), crypto::SigError>> = shared
             .iter()
             .map(|s| {
@@ -127,14 +125,14 @@ impl Engine {
             })
             .collect();
         if let Some(s) = &self.config.shared {
-            for (((_, _, _, hash), r), reused) in pending.iter().zip(&results).zip(&shared) {
+            for (((_, _, hash), r), reused) in pending.iter().zip(&results).zip(&shared) {
                 if r.is_ok() && !reused {
                     s.verified(super::shared_key(b"delta", hash));
                 }
             }
         }
         let mut touched: BTreeMap<TenantTag, Vec<(FunctionId, MethodId)>> = BTreeMap::new();
-        for ((b, i, _, hash), res) in pending.into_iter().zip(results) {
+        for ((b, i, hash), res) in pending.into_iter().zip(results) {
             if let Err(e) = res {
                 first_err[b].get_or_insert(e.into());
                 continue;

@@ -339,6 +339,48 @@ pub struct DeltaWire<'a> {
     pub signature: SigBytes,
 }
 
+impl DeltaWire<'_> {
+    /// The bytes its signature covers ([`signed_delta_bytes`]), with the signer's key and
+    /// the function its indices refer to.
+    pub fn signed_bytes(&self, tenant: &[u8; 32], node: &[u8; 32], function: &FunctionId) -> Vec<u8> {
+        signed_delta_bytes(
+            tenant,
+            node,
+            function,
+            self.incarnation,
+            self.group,
+            self.seq,
+            self.issued_at,
+            self.full,
+            self.entries,
+        )
+    }
+
+    /// `blake3` of [`Self::signed_bytes`] followed by the signature: what identifies this
+    /// signed delta in seen caches and shared check results. Computed without building the
+    /// signed bytes.
+    pub fn hash(&self, tenant: &[u8; 32], node: &[u8; 32], function: &FunctionId) -> [u8; 32] {
+        let header = SignedHeader {
+            tenant,
+            node,
+            function,
+            incarnation: self.incarnation,
+            group: self.group,
+            seq: self.seq,
+            issued_at: self.issued_at,
+            full: self.full,
+        };
+        let mut buf = [0u8; 192];
+        let header = postcard::to_slice(&header, &mut buf).expect("a delta header fits in 192 bytes");
+        let mut h = blake3::Hasher::new();
+        h.update(crate::crypto::domain::DELTA);
+        h.update(header);
+        h.update(self.entries);
+        h.update(&self.signature.to_bytes());
+        *h.finalize().as_bytes()
+    }
+}
+
 /// The header fields a delta signature covers, with signer and function spelled out.
 #[derive(Debug, Serialize)]
 struct SignedHeader<'a> {
@@ -452,6 +494,39 @@ pub fn decode_entries(bytes: &[u8], limits: &Limits) -> Result<Vec<(CounterKey, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delta_hash_covers_its_signed_bytes_and_signature() {
+        let entries = encode_entries(&[(
+            CounterKey {
+                method: MethodId(3),
+                tier: Tier(1),
+                counter: Counter::Invocations,
+            },
+            u64::MAX,
+        )]);
+        let function = FunctionId {
+            name: [1; 16],
+            code: [2; 32],
+        };
+        let d = DeltaWire {
+            signer: 0,
+            function: 0,
+            incarnation: Incarnation(u64::MAX),
+            group: GroupId(u16::MAX),
+            seq: u32::MAX,
+            issued_at: u64::MAX,
+            full: true,
+            entries: &entries,
+            signature: SigBytes([3; 32], [4; 32]),
+        };
+        let (tenant, node) = ([5; 32], [6; 32]);
+        let mut whole = d.signed_bytes(&tenant, &node, &function);
+        whole.extend_from_slice(&d.signature.to_bytes());
+        assert_eq!(d.hash(&tenant, &node, &function), *blake3::hash(&whole).as_bytes());
+        let other = DeltaWire { seq: 7, ..d.clone() };
+        assert_ne!(other.hash(&tenant, &node, &function), d.hash(&tenant, &node, &function));
+    }
 
     #[test]
     fn entries_roundtrip_and_ordering() {
