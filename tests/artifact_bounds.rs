@@ -132,7 +132,12 @@ proptest! {
             // Pin a subset of what is held (installed code).
             pinned = held.iter().enumerate().filter(|(i, _)| pin_mask & (1 << (i % 8)) != 0)
                 .map(|(_, (h, _))| *h).collect();
-            store.set_pinned(&pinned);
+            // In ascending order, or (every other step) in descending order.
+            let mut list: Vec<[u8; 32]> = pinned.iter().copied().collect();
+            if fill % 2 == 1 {
+                list.reverse();
+            }
+            store.set_pinned(&list);
         }
     }
 }

@@ -94,10 +94,22 @@ impl BlobStore {
         self.entries.contains_key(hash)
     }
 
-    /// Pins exactly the blobs in `pinned` (installed code is never evicted).
-    pub fn set_pinned(&mut self, pinned: &BTreeSet<[u8; 32]>) {
+    /// Pins exactly the blobs in `pinned` (installed code is never evicted). One walk over
+    /// the store when `pinned` is in ascending order; otherwise a sorted copy is walked.
+    pub fn set_pinned(&mut self, pinned: &[[u8; 32]]) {
+        if !pinned.is_sorted() {
+            let mut sorted = pinned.to_vec();
+            sorted.sort_unstable();
+            return self.set_pinned(&sorted);
+        }
+        let mut rest = pinned;
         for (h, e) in self.entries.iter_mut() {
-            e.pinned = pinned.contains(h);
+            while let Some((first, tail)) = rest.split_first()
+                && first < h
+            {
+                rest = tail;
+            }
+            e.pinned = rest.first() == Some(h);
         }
     }
 
@@ -214,13 +226,13 @@ mod tests {
         let b = s.insert(blob(100, 2)).unwrap();
         let c = s.insert(blob(100, 3)).unwrap();
         s.get(&a); // a is now more recent than b
-        s.set_pinned(&[c].into_iter().collect());
+        s.set_pinned(&[c]);
         let d = s.insert(blob(100, 4)).unwrap();
         assert!(!s.contains(&b), "LRU unpinned victim");
         assert!(s.contains(&a) && s.contains(&c) && s.contains(&d));
         assert_eq!(s.bytes(), 300);
         // Pin everything: nothing fits any more, nothing is lost.
-        s.set_pinned(&[a, c, d].into_iter().collect());
+        s.set_pinned(&[d, a, c]);
         assert_eq!(s.insert(blob(10, 5)), None);
         assert_eq!(s.len(), 3);
         assert_eq!(s.insert(blob(301, 6)), None);

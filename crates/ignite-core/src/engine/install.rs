@@ -179,7 +179,8 @@ impl Engine {
             // Nothing installed or removed: the pins are unchanged.
             return;
         }
-        let pinned: BTreeSet<[u8; 32]> = t.code.installed.values().map(|i| i.blob).collect();
+        let mut pinned: Vec<[u8; 32]> = t.code.installed.values().map(|i| i.blob).collect();
+        pinned.sort_unstable();
         t.code.blobs.set_pinned(&pinned);
         if let Some((hash, bytes)) = fresh_unstored {
             if t.code.blobs.insert(bytes.clone()).is_some() {
