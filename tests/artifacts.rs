@@ -416,3 +416,49 @@ fn blob_size_mismatch_is_rejected() {
     assert!(!rx.holds(&m.blob_hash));
     assert_nothing_installed(&rx);
 }
+
+/// An unanswered blob request goes to another peer after `fetch_timeout_ms` (2 s) until
+/// some request was answered; then after four times the measured round trip.
+#[test]
+fn an_unanswered_blob_request_waits_four_round_trips_once_answers_were_timed() {
+    // Returns the receiver and the manifest of a blob whose request to the relay is never
+    // answered, after `answered` round trips of 100 ms for other blobs.
+    let unanswered = |answered: u8| {
+        let mut rx = CodeRx::new(|_| {});
+        let topic = rx.topic.clone();
+        rx.engine.peer_joined(OTHER, &topic);
+        let c2 = rx.compiler(2);
+        for i in 0..answered {
+            let code = blob(30 + i, 200);
+            let m = rx.manifest(&c2, rx.key(1 + u32::from(i)), 1, &code);
+            rx.deliver_code(RELAY, &[Signed::sign(m.clone(), &c2)]);
+            rx.tick();
+            rx.now = rx.now.plus_ms(100);
+            assert_eq!(rx.serve(RELAY, &code, code.len() as u64), 1);
+            assert_eq!(rx.installed(&m.key), Some((rx.class.id(), 1)));
+        }
+        let code = blob(40, 200);
+        let m = rx.manifest(&c2, rx.key(9), 1, &code);
+        rx.deliver_code(RELAY, &[Signed::sign(m.clone(), &c2)]);
+        rx.tick();
+        assert_eq!(rx.wants_to(RELAY).last(), Some(&(m.blob_hash, 0)));
+        assert!(rx.wants_to(OTHER).is_empty());
+        (rx, m)
+    };
+    // No answer timed yet: the request waits 2 s.
+    let (mut rx, m) = unanswered(0);
+    rx.now = rx.now.plus_ms(500);
+    rx.tick();
+    assert!(rx.wants_to(OTHER).is_empty(), "waits fetch_timeout_ms");
+    rx.now = rx.now.plus_ms(1_500);
+    rx.tick();
+    assert_eq!(rx.wants_to(OTHER), vec![(m.blob_hash, 0)]);
+    // Answers took 100 ms: the request waits 400 ms.
+    let (mut rx, m) = unanswered(2);
+    rx.now = rx.now.plus_ms(250);
+    rx.tick();
+    assert!(rx.wants_to(OTHER).is_empty(), "250 ms < 400 ms");
+    rx.now = rx.now.plus_ms(250);
+    rx.tick();
+    assert_eq!(rx.wants_to(OTHER), vec![(m.blob_hash, 0)], "500 ms > 400 ms");
+}

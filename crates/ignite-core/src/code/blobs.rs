@@ -149,6 +149,8 @@ pub(crate) struct Transfer {
     pub(crate) peer: Option<crate::ids::Peer>,
     pub(crate) tried: BTreeSet<crate::ids::Peer>,
     pub(crate) deadline: crate::ids::Timestamp,
+    /// When the outstanding request was sent.
+    pub(crate) sent_at: crate::ids::Timestamp,
     /// Id of the request outstanding (echoed by the answer; makes every request unique).
     pub(crate) request: u64,
     /// When every candidate failed: not retried before this time.
@@ -166,6 +168,7 @@ impl Transfer {
             peer: None,
             tried: BTreeSet::new(),
             deadline: now,
+            sent_at: now,
             request: 0,
             failed_until: None,
             rounds: 0,

@@ -127,7 +127,10 @@ pub struct CodeConfig {
     pub blob_store_count: usize,
     /// Bytes per blob chunk message.
     pub blob_chunk_bytes: usize,
-    /// A blob request unanswered for this long goes to another peer.
+    /// A blob request unanswered for this long goes to another peer. Once some of a
+    /// tenant's blob requests were answered, a request waits four times their smoothed round
+    /// trip instead, at least a twentieth of this; a round over `fetch_attempts` peers that
+    /// found no holder backs off 1, 2, 4, then 8 times that wait.
     pub fetch_timeout_ms: u64,
     /// Peers tried for one blob before giving up until the next retry.
     pub fetch_attempts: usize,

@@ -138,6 +138,9 @@ pub(crate) struct CodeState {
     pub(crate) transfers: BTreeMap<[u8; 32], Transfer>,
     /// Peers that relayed a manifest, by blob hash: asked first for the blob.
     pub(crate) sources: BTreeMap<[u8; 32], Vec<Peer>>,
+    /// Smoothed time from a blob request to its answer, ms (see
+    /// [`CodeConfig::fetch_timeout_ms`](crate::code::CodeConfig::fetch_timeout_ms)).
+    pub(crate) fetch_rtt_ms: Option<u64>,
     pub(crate) checker: Checker,
     pub(crate) policies: BTreeMap<FunctionId, FunctionPolicy>,
     /// Thresholds reached with too few contributors, already reported.
@@ -176,6 +179,22 @@ pub(crate) struct Roster {
 }
 
 impl CodeState {
+    /// How long a blob request waits for its answer: four times the smoothed round trip
+    /// of this tenant's answered requests, between a twentieth of `max_ms` and `max_ms`;
+    /// `max_ms` until a request was answered.
+    pub(crate) fn fetch_timeout(&self, max_ms: u64) -> u64 {
+        self.fetch_rtt_ms
+            .map_or(max_ms, |rtt| rtt.saturating_mul(4).clamp((max_ms / 20).max(1), max_ms))
+    }
+
+    /// Takes the round trip of an answered blob request into the smoothed value.
+    pub(crate) fn fetch_answered(&mut self, rtt_ms: u64) {
+        self.fetch_rtt_ms = Some(match self.fetch_rtt_ms {
+            None => rtt_ms,
+            Some(s) => (s.saturating_mul(7).saturating_add(rtt_ms)) / 8,
+        });
+    }
+
     /// Records a member's latest presence, noting whether the membership the roster
     /// depends on changed.
     pub(crate) fn put_member(&mut self, node: NodeKey, member: Member, now: Timestamp) {
@@ -267,6 +286,7 @@ impl CodeState {
             blobs: BlobStore::new(cfg.blob_store_bytes, cfg.blob_store_count),
             transfers: BTreeMap::new(),
             sources: BTreeMap::new(),
+            fetch_rtt_ms: None,
             checker: Checker(Box::new(AllHold)),
             policies: BTreeMap::new(),
             withheld: BTreeSet::new(),

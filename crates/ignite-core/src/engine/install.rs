@@ -315,13 +315,15 @@ impl Engine {
                 }
             };
             let t = self.tenants.get_mut(&tag).expect("tenant present");
+            let timeout = t.code.fetch_timeout(cfg.fetch_timeout_ms);
             let tr = t.code.transfers.get_mut(&hash).expect("transfer present");
             match next {
                 Some(p) if tr.tried.len() < cfg.fetch_attempts => {
                     tr.tried.insert(p);
                     tr.peer = Some(p);
                     tr.failed_until = None;
-                    tr.deadline = now.plus_ms(cfg.fetch_timeout_ms);
+                    tr.deadline = now.plus_ms(timeout);
+                    tr.sent_at = now;
                     let chunk = tr.next_chunk;
                     let request = self.rng.next_u64();
                     let t = self.tenants.get_mut(&tag).expect("tenant present");
@@ -337,7 +339,7 @@ impl Engine {
                     // the timeout).
                     let backoff = 1u64 << tr.rounds.min(3);
                     tr.rounds += 1;
-                    tr.failed_until = Some(now.plus_ms(cfg.fetch_timeout_ms.saturating_mul(backoff)));
+                    tr.failed_until = Some(now.plus_ms(timeout.saturating_mul(backoff)));
                     self.refuse_blob(tag, &hash, Refusal::BlobUnavailable);
                 }
             }
@@ -415,9 +417,14 @@ impl Engine {
             self.stats.sync_ignored += 1;
             return;
         }
+        let rtt = now.0.saturating_sub(tr.sent_at.0);
         match tr.accept(&hash, chunk, size, data, cfg.blob_chunk_bytes) {
             Ok(None) => {
-                tr.deadline = now.plus_ms(cfg.fetch_timeout_ms);
+                t.code.fetch_answered(rtt);
+                let timeout = t.code.fetch_timeout(cfg.fetch_timeout_ms);
+                let tr = t.code.transfers.get_mut(&hash).expect("transfer present");
+                tr.deadline = now.plus_ms(timeout);
+                tr.sent_at = now;
                 let next = tr.next_chunk;
                 let request = self.rng.next_u64();
                 let t = self.tenants.get_mut(&tag).expect("tenant present");
@@ -434,6 +441,7 @@ impl Engine {
             }
             Ok(Some(blob)) => {
                 t.code.transfers.remove(&hash);
+                t.code.fetch_answered(rtt);
                 self.stats.blobs_fetched += 1;
                 // The transfer checked the bytes against `hash`.
                 let blob: Arc<[u8]> = match &self.config.shared {
@@ -477,6 +485,8 @@ impl Engine {
             && tr.request == request
         {
             tr.peer = None;
+            let rtt = now.0.saturating_sub(tr.sent_at.0);
+            t.code.fetch_answered(rtt);
             self.run_transfers(now, tag);
         }
     }
