@@ -218,3 +218,86 @@ fn anti_entropy_quiesces_after_deltas_were_dropped_as_unreferenced() {
     );
     assert_eq!(sent_per_round.last(), Some(&2), "anti-entropy is quiet once converged");
 }
+
+/// Drives `a` alone by its own timers until `until`; B only answers. Returns the times, in
+/// ms after T0, at which A opened a round with B. With `deliver`, every message between the
+/// two is delivered until quiet; otherwise everything A sends is lost.
+fn rounds_of_a(a: &mut Engine, b: &mut Engine, until: Timestamp, deliver: bool, secrets: &TenantSecrets) -> Vec<u64> {
+    let mut opened = Vec::new();
+    while let Some(now) = a.poll_timeout().filter(|t| *t <= until) {
+        a.handle_timeout(now);
+        let mut to_b = Vec::new();
+        while let Some(out) = a.poll_output() {
+            if let Output::Send { peer: Peer(1), bytes } = out {
+                if kind(secrets, &bytes) == "digest" {
+                    opened.push(now.0 - T0.0);
+                }
+                to_b.push(bytes);
+            }
+        }
+        while deliver && !to_b.is_empty() {
+            for bytes in to_b.drain(..) {
+                let _ = b.handle_message(now, Peer(0), None, &bytes);
+            }
+            let mut to_a = Vec::new();
+            while let Some(out) = b.poll_output() {
+                if let Output::Send { peer: Peer(0), bytes } = out {
+                    to_a.push(bytes);
+                }
+            }
+            for bytes in to_a {
+                let _ = a.handle_message(now, Peer(1), None, &bytes);
+            }
+            while let Some(out) = a.poll_output() {
+                if let Output::Send { peer: Peer(1), bytes } = out {
+                    to_b.push(bytes);
+                }
+            }
+        }
+    }
+    opened
+}
+
+/// Catching up: a node opens its first `CATCH_UP_ROUNDS` rounds after joining
+/// `sync_catch_up_ms` (1 s) apart, then `sync_interval_ms` (10 s) apart; a page showing it
+/// two or more deltas behind on a lane (a delta lost for good) makes its next
+/// `CATCH_UP_ROUNDS` rounds come 1 s apart again; a page showing it one delta behind (what
+/// a delta still in flight looks like) leaves the pace alone.
+#[test]
+fn rounds_come_every_second_while_a_node_catches_up() {
+    let (root, secrets) = tenant(45);
+    let f = function("thumbnail");
+    let mut a = common::engine(1, 1);
+    let mut b = common::engine(2, 1);
+    let (_, topic) = a.join_tenant(T0, creds(&root, &secrets, 1, Roles::ALL)).expect("join");
+    let (rec_b, _) = b.join_tenant(T0, creds(&root, &secrets, 2, Roles::ALL)).expect("join");
+    a.peer_joined(Peer(1), &topic);
+    b.peer_joined(Peer(0), &topic);
+    let p = rec_b.method(f, MethodId(0), Tier(0), SHAPE).expect("method");
+    // B signs three deltas that A never receives.
+    let sign = |b: &mut Engine, p: &ignite::MethodProfiler, at: u64| {
+        p.record_invocation();
+        b.flush(T0.plus_ms(at));
+        while b.poll_output().is_some() {}
+    };
+    for at in [100, 1_200, 2_300] {
+        sign(&mut b, &p, at);
+    }
+    assert_eq!(ignite::CATCH_UP_ROUNDS, 5);
+
+    // Joined: five rounds 1 s apart, then 10 s apart (A's messages are lost).
+    let opened = rounds_of_a(&mut a, &mut b, T0.plus_ms(30_000), false, &secrets);
+    assert_eq!(opened, [0, 1_000, 2_000, 3_000, 4_000, 14_000, 24_000]);
+    assert!(merged(&a, &root.id()).is_empty());
+
+    // The round at 34 s gets B's page: three deltas behind, so five rounds follow at 1 s.
+    let opened = rounds_of_a(&mut a, &mut b, T0.plus_ms(50_000), true, &secrets);
+    assert_eq!(opened, [34_000, 35_000, 36_000, 37_000, 38_000, 39_000, 49_000]);
+    assert_eq!(merged(&a, &root.id()), merged(&b, &root.id()), "A caught up");
+
+    // One delta behind at 59 s: the pace stays at 10 s.
+    sign(&mut b, &p, 55_000);
+    let opened = rounds_of_a(&mut a, &mut b, T0.plus_ms(80_000), true, &secrets);
+    assert_eq!(opened, [59_000, 69_000, 79_000]);
+    assert_eq!(merged(&a, &root.id()), merged(&b, &root.id()), "A caught up again");
+}

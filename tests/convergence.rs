@@ -441,6 +441,63 @@ fn late_joiner_catches_up_by_anti_entropy_alone() {
     sim.assert_converged("late joiner");
 }
 
+/// Milliseconds a node joining a converged fleet of eight takes to hold the fleet's exact
+/// totals when 30% of messages are lost (`None`: not within 60 s). Only the joiner's
+/// `sync_catch_up_ms` is set.
+fn lossy_late_join(seed: u64, catch_up_ms: u64) -> Option<u64> {
+    let n = 8;
+    let mut sim = Sim::new(seed, n, 2);
+    sim.record_for(4, 700);
+    sim.run_for(15_000);
+    sim.assert_converged("before the late join");
+    sim.cluster.net.loss = 0.3;
+    let joined = sim.now();
+    let mut late = Engine::new(
+        Config {
+            sync_catch_up_ms: catch_up_ms,
+            ..Sim::config(seed, n)
+        },
+        Incarnation(1),
+    )
+    .expect("valid config");
+    late.join_tenant(joined, creds(&sim.root, &sim.secrets, n as u8 + 1, Roles::ALL))
+        .expect("join");
+    sim.cluster.engines.push(late);
+    sim.profilers.push(Vec::new());
+    sim.cluster.resubscribe();
+    while sim.now().millis_since(joined) < 60_000 {
+        sim.run_for(250);
+        if merged(&sim.cluster.engines[n], &sim.tenant) == sim.totals {
+            return Some(sim.now().millis_since(joined));
+        }
+    }
+    None
+}
+
+/// A node that joins under 30% loss catches up in seconds: its first rounds come 1 s apart
+/// (`sync_catch_up_ms`), and every page showing it deltas behind keeps that pace, whereas
+/// rounds 10 s apart leave it waiting a full interval after each round a loss broke. Six
+/// seeds, both paces.
+#[test]
+fn lossy_late_joiner_catches_up_at_the_catch_up_pace() {
+    let seeds: Vec<u64> = (0..6).map(|k| scenario_seed("lossy late joiner") ^ k).collect();
+    let fast: Vec<Option<u64>> = seeds.iter().map(|s| lossy_late_join(*s, 1_000)).collect();
+    let slow: Vec<Option<u64>> = seeds.iter().map(|s| lossy_late_join(*s, 10_000)).collect();
+    assert!(
+        fast.iter().all(|t| t.is_some_and(|ms| ms <= 30_000)),
+        "joiners at the 1 s catch-up pace, ms to exact totals: {fast:?} (10 s pace: {slow:?}; \
+         replay with IGNITE_TEST_SEED={})",
+        base_seed()
+    );
+    let total = |v: &[Option<u64>]| v.iter().map(|t| t.unwrap_or(60_000)).sum::<u64>();
+    assert!(
+        total(&fast) * 2 < total(&slow),
+        "catching up at 1 s is not clearly faster than at 10 s: {fast:?} vs {slow:?} (replay \
+         with IGNITE_TEST_SEED={})",
+        base_seed()
+    );
+}
+
 #[test]
 fn partition_during_recording_heals_to_exact_totals() {
     let seed = scenario_seed("partition");

@@ -36,8 +36,8 @@ pub use code::{
     Install, Manifest, Refusal,
 };
 pub use engine::{
-    Accepted, CompileUnit, Config, DropReason, Engine, EngineError, Event, FunctionPolicy, Incoming, Output, Rejection,
-    SharedChecks, SnapshotError, Stats, Thresholds,
+    Accepted, CATCH_UP_ROUNDS, CompileUnit, Config, DropReason, Engine, EngineError, Event, FunctionPolicy, Incoming,
+    Output, Rejection, SharedChecks, SnapshotError, Stats, Thresholds,
 };
 pub use ids::{
     FunctionId, GroupId, Incarnation, MethodId, MethodKey, NodeKey, Peer, TenantTag, Tier, Timestamp, TopicId,

@@ -105,6 +105,13 @@ pub struct Config {
     pub full_every: u32,
     /// Interval between anti-entropy rounds with one random peer.
     pub sync_interval_ms: u64,
+    /// Interval between anti-entropy rounds while catching up (capped at
+    /// `sync_interval_ms`): after joining or restoring a snapshot, and after a round that
+    /// found this node at least two deltas behind on a lane, the next
+    /// [`CATCH_UP_ROUNDS`](super::CATCH_UP_ROUNDS) rounds follow at this interval, so that a
+    /// node that missed much (lost messages, a partition, downtime) repairs it in a few
+    /// seconds instead of a few rounds of `sync_interval_ms`.
+    pub sync_catch_up_ms: u64,
     /// A function not seen for this long is dropped.
     pub function_ttl_ms: u64,
     /// Window over which members are counted for the publication rule.
@@ -144,6 +151,7 @@ impl Default for Config {
             predict_from_pct: 10,
             full_every: 16,
             sync_interval_ms: 10_000,
+            sync_catch_up_ms: 1_000,
             function_ttl_ms: 3_600_000,
             member_window_ms: 60_000,
             max_clock_skew_ms: 60_000,
@@ -195,6 +203,9 @@ impl Config {
         }
         if self.sync_interval_ms == 0 {
             return bad("sync_interval_ms", "must be positive");
+        }
+        if self.sync_catch_up_ms == 0 {
+            return bad("sync_catch_up_ms", "must be positive");
         }
         if self.limits.max_message_bytes < 1024 {
             return bad("limits.max_message_bytes", "must be at least 1024");

@@ -23,6 +23,7 @@ pub use shared::SharedChecks;
 pub(crate) use shared::shared_key;
 pub use snapshot::SnapshotError;
 pub use stats::{Accepted, Stats};
+pub use sync::CATCH_UP_ROUNDS;
 
 use crate::code::Refusal;
 use crate::crypto::{SeenCache, SigError};
@@ -614,7 +615,7 @@ impl Engine {
                 start,
                 last,
                 lanes,
-            } => self.on_sync_page(tag, from, round, start, last, &lanes),
+            } => self.on_sync_page(now, tag, from, round, start, last, &lanes),
             Body::SyncWant { round, lanes } => self.on_sync_want(tag, from, round, &lanes),
             Body::SyncMore { round, start } => self.on_sync_more(tag, from, round, start),
             Body::Presence(p) => self.on_presence(now, tag, *p).map_err(Rejection::Code)?,

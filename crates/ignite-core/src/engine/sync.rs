@@ -9,8 +9,16 @@
 //!    signed deltas B lacks, asks B (`SyncWant`) for the lanes where B holds more, and asks
 //!    for the next page (`SyncMore`) until the last.
 //!
+//! Catching up: a node that joined, restored a snapshot, or learned from a page that it is
+//! at least two deltas behind on a lane (the peer's newest delta is two or more past its
+//! own) opens its next [`CATCH_UP_ROUNDS`] rounds `sync_catch_up_ms` apart instead of
+//! `sync_interval_ms` apart (after joining or restoring, the first of them at once). One
+//! delta behind is what a delta still in flight looks like; two means one was lost. Under
+//! loss a round repairs only part of a large gap (any of its messages may be lost), so
+//! rounds must come often until the gap is closed; while nothing is missing they stay rare.
+//!
 //! Only signed deltas change state; digests and pages are hints, so a lying peer can at
-//! worst make us send or ask for data in vain.
+//! worst make us send or ask for data in vain, or open rounds at the catch-up pace.
 
 use super::Engine;
 use super::publish::{Outgoing, pack};
@@ -21,6 +29,9 @@ use std::collections::BTreeMap;
 
 /// Lanes and their summaries by lane hash.
 type LaneIndex = BTreeMap<u64, (LaneId, LaneSummary)>;
+
+/// Rounds opened at the catch-up interval after a sign of a gap (see the module docs).
+pub const CATCH_UP_ROUNDS: u32 = 5;
 
 /// Encoded size bound of one page entry.
 const PAGE_ENTRY_MAX: usize = 30;
@@ -53,12 +64,22 @@ impl Engine {
 
     /// Opens an anti-entropy round with one random peer of the tenant.
     pub(super) fn start_sync(&mut self, now: Timestamp, tag: TenantTag) {
-        let interval = self.config.sync_interval_ms;
+        let catch_up = self.config.sync_catch_up_ms.min(self.config.sync_interval_ms);
         let peers: Vec<Peer> = self.tenants[&tag].peers.iter().copied().collect();
-        self.tenants.get_mut(&tag).expect("tenant present").next_sync = now.plus_ms(interval);
+        let t = self.tenants.get_mut(&tag).expect("tenant present");
         if peers.is_empty() {
+            // Nobody to ask yet: look again soon, without spending a catch-up round.
+            t.next_sync = now.plus_ms(catch_up);
             return;
         }
+        // This round is one of the catch-up rounds, if any are left; the next comes at the
+        // catch-up pace only if it is one too.
+        t.catch_up = t.catch_up.saturating_sub(1);
+        t.next_sync = now.plus_ms(if t.catch_up > 0 {
+            catch_up
+        } else {
+            self.config.sync_interval_ms
+        });
         let peer = peers[self.rng.below(peers.len() as u64) as usize];
         let idx = self.lane_index(tag);
         let round = self.rng.next_u64();
@@ -154,8 +175,10 @@ impl Engine {
         );
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_sync_page(
         &mut self,
+        now: Timestamp,
         tag: TenantTag,
         from: Peer,
         round: u64,
@@ -198,15 +221,25 @@ impl Engine {
             }
         }
         let mut want: Vec<(u64, u32)> = Vec::new();
+        let mut behind = false;
         for (h, t) in &theirs {
             if *h < start || *h > end {
                 continue;
             }
-            match idx.get(h) {
-                None => want.push((*h, 0)),
-                Some((_, mine)) if !same(mine, t) && t.max > mine.have => want.push((*h, mine.have)),
-                _ => {}
-            }
+            let (have, max) = match idx.get(h) {
+                None => (0, 0),
+                Some((_, mine)) if !same(mine, t) && t.max > mine.have => (mine.have, mine.max),
+                _ => continue,
+            };
+            want.push((*h, have));
+            // Their newest delta is two or more past ours: one of them was lost.
+            behind |= t.max > max.saturating_add(1);
+        }
+        if behind {
+            let catch_up = self.config.sync_catch_up_ms.min(self.config.sync_interval_ms);
+            let t = self.tenants.get_mut(&tag).expect("tenant present");
+            t.catch_up = CATCH_UP_ROUNDS;
+            t.next_sync = t.next_sync.min(now.plus_ms(catch_up));
         }
         self.send_stored(tag, from, &send);
         for chunk in want.chunks(self.page_size()) {

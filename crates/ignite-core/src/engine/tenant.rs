@@ -75,6 +75,8 @@ pub(crate) struct TenantState {
     /// Per open threshold, the samples its fleet rate is measured between.
     pub(crate) samples: BTreeMap<(FunctionId, MethodId, Tier), super::predict::Samples>,
     pub(crate) next_sync: Timestamp,
+    /// Anti-entropy rounds still to open at the catch-up interval.
+    pub(crate) catch_up: u32,
     pub(crate) next_gc: Timestamp,
     /// Election and code distribution.
     pub(crate) code: super::code_state::CodeState,
@@ -147,6 +149,8 @@ impl TenantState {
             next_predict: now,
             samples: BTreeMap::new(),
             next_sync: now,
+            // A node that joins or restores a snapshot has missed what happened before.
+            catch_up: super::CATCH_UP_ROUNDS,
             next_gc: now.plus_ms(config.function_ttl_ms / 4),
             code: super::code_state::CodeState::new(&config.code, now),
         })
