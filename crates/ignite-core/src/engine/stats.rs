@@ -47,8 +47,9 @@ pub struct Stats {
     pub sent_bytes: u64,
     /// Increments removed by caps.
     pub clamped_increments: u64,
-    /// Anti-entropy messages ignored because they belong to no round this node opened or
-    /// serves (late, or unsolicited).
+    /// Anti-entropy messages and blob chunks ignored because they belong to no round this
+    /// node opened or serves, or to no blob request it has outstanding with that peer (late,
+    /// e.g. after the request timed out, or unsolicited).
     pub sync_ignored: u64,
     /// Code refusals by kind.
     pub refused: BTreeMap<&'static str, u64>,
