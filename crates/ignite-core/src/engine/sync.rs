@@ -62,9 +62,14 @@ impl Engine {
         self.push_send(peer, bytes);
     }
 
+    /// Interval between rounds while catching up (never longer than the normal interval).
+    fn catch_up_ms(&self) -> u64 {
+        self.config.sync_catch_up_ms.min(self.config.sync_interval_ms)
+    }
+
     /// Opens an anti-entropy round with one random peer of the tenant.
     pub(super) fn start_sync(&mut self, now: Timestamp, tag: TenantTag) {
-        let catch_up = self.config.sync_catch_up_ms.min(self.config.sync_interval_ms);
+        let catch_up = self.catch_up_ms();
         let peers: Vec<Peer> = self.tenants[&tag].peers.iter().copied().collect();
         let t = self.tenants.get_mut(&tag).expect("tenant present");
         if peers.is_empty() {
@@ -236,7 +241,7 @@ impl Engine {
             behind |= t.max > max.saturating_add(1);
         }
         if behind {
-            let catch_up = self.config.sync_catch_up_ms.min(self.config.sync_interval_ms);
+            let catch_up = self.catch_up_ms();
             let t = self.tenants.get_mut(&tag).expect("tenant present");
             t.catch_up = CATCH_UP_ROUNDS;
             t.next_sync = t.next_sync.min(now.plus_ms(catch_up));
