@@ -339,7 +339,7 @@ fn counters_per_function_are_bounded() {
         &common::message(&root, &secrets, c2.cert(), &key, &spec2),
     );
     assert_eq!(r, Err(Rejection::Limit("counters per function")));
-    assert_eq!(a.profile(&root.id(), &f).unwrap().counters(), &before);
+    assert_eq!(a.profile(&root.id(), &f).unwrap().counters(), before);
     // An entry signed into the wrong group's lane is refused.
     let spec3 = common::DeltaSpec {
         group: ignite::GroupId(1),

@@ -168,7 +168,7 @@ pub fn merged(engine: &Engine, tenant: &TenantId) -> Totals {
     for f in engine.functions(tenant) {
         if let Some(view) = engine.profile(tenant, &f) {
             for (k, v) in view.counters() {
-                out.insert((f, *k), *v);
+                out.insert((f, k), v);
             }
         }
     }

@@ -422,7 +422,7 @@ pub(crate) fn retired_by(m: &Manifest, state: Option<&FunctionState>, min_nodes:
 /// Latency histogram (bucket, count) of one generation of a key, merged fleet-wide.
 pub(crate) fn latency_histogram(state: Option<&FunctionState>, key: &CodeKey, generation: u32) -> Vec<(u8, u64)> {
     let Some(s) = state else { return Vec::new() };
-    s.merged_counters()
+    s.other_counters()
         .iter()
         .filter_map(|(k, v)| match k.counter {
             Counter::CodeLatency { generation: g, bucket }
@@ -440,9 +440,7 @@ pub(crate) fn latency_histogram(state: Option<&FunctionState>, key: &CodeKey, ge
 pub(crate) fn compile_profile(state: Option<&FunctionState>, key: &CodeKey) -> Vec<(CounterKey, u64)> {
     let Some(s) = state else { return Vec::new() };
     s.merged_counters()
-        .iter()
         .filter(|(k, _)| k.method == key.method && k.tier < key.tier.max(Tier(1)) && !k.counter.is_feedback())
-        .map(|(k, v)| (*k, *v))
         .collect()
 }
 

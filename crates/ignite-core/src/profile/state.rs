@@ -129,6 +129,8 @@ pub struct FunctionState {
     /// Node table: lanes refer to nodes by a 4-byte index.
     pub(crate) nodes: Vec<NodeKey>,
     pub(crate) node_ids: BTreeMap<NodeKey, u32>,
+    /// Sums over lanes of every counter but the invocation counters kept in `invocations`
+    /// (zero sums are not kept).
     pub(crate) sums: BTreeMap<CounterKey, u64>,
     /// Key table: lanes store 4-byte key ids instead of 16-byte keys. An invocation counter's
     /// id is fixed by its key ([`fixed_id`]), so the lanes of engines holding the same values
@@ -139,10 +141,11 @@ pub struct FunctionState {
     pub(crate) keys: Vec<CounterKey>,
     /// Per method, a bit per tier whose threshold event was emitted.
     pub(crate) fired: BTreeMap<MethodId, u8>,
-    /// Per method, the invocation sums of tiers 0 to 3 (the entries of `sums` that the
-    /// threshold checks read, one look-up per method); derived, rebuilt on restore.
+    /// Per method, sorted by method, the sums of its invocation counters at tiers 0 to 3
+    /// (the counts threshold checks read: one search of a contiguous table per method, where
+    /// a merge updates them); derived, rebuilt on restore.
     #[serde(skip)]
-    pub(crate) invocations: BTreeMap<MethodId, [u64; INV_TIERS]>,
+    pub(crate) invocations: Vec<(MethodId, [u64; INV_TIERS])>,
     /// Last time a delta for this function was accepted or recorded locally.
     pub(crate) last_seen: Timestamp,
 }
@@ -150,20 +153,55 @@ pub struct FunctionState {
 impl FunctionState {
     /// Merged (fleet-wide) value of one counter.
     pub fn merged(&self, key: &CounterKey) -> u64 {
-        self.sums.get(key).copied().unwrap_or(0)
+        match inv_slot(key) {
+            Some(slot) => self.invocation_row(key.method).map_or(0, |per| per[slot]),
+            None => self.sums.get(key).copied().unwrap_or(0),
+        }
     }
 
-    /// Every merged counter, ordered.
-    pub fn merged_counters(&self) -> &BTreeMap<CounterKey, u64> {
+    /// Every merged counter with a non-zero sum, in key order.
+    pub fn merged_counters(&self) -> impl Iterator<Item = (CounterKey, u64)> + '_ {
+        let mut inv = self
+            .invocations
+            .iter()
+            .flat_map(|(method, per)| {
+                per.iter().enumerate().filter(|(_, v)| **v > 0).map(|(t, v)| {
+                    let key = CounterKey {
+                        method: *method,
+                        tier: Tier(t as u8),
+                        counter: Counter::Invocations,
+                    };
+                    (key, *v)
+                })
+            })
+            .peekable();
+        let mut other = self.sums.iter().map(|(k, v)| (*k, *v)).peekable();
+        std::iter::from_fn(move || match (inv.peek(), other.peek()) {
+            (Some(a), Some(b)) if a.0 < b.0 => inv.next(),
+            (Some(_), Some(_)) | (None, Some(_)) => other.next(),
+            (Some(_), None) => inv.next(),
+            (None, None) => None,
+        })
+    }
+
+    /// Merged counters other than invocation counters at tiers 0 to 3, ordered.
+    pub(crate) fn other_counters(&self) -> &BTreeMap<CounterKey, u64> {
         &self.sums
+    }
+
+    /// The invocation sums by tier of `method`, if any were counted.
+    fn invocation_row(&self, method: MethodId) -> Option<&[u64; INV_TIERS]> {
+        self.invocations
+            .binary_search_by_key(&method, |(m, _)| *m)
+            .ok()
+            .map(|i| &self.invocations[i].1)
     }
 
     /// Invocations of `method` at tiers below `tier`, fleet-wide.
     pub fn invocations_below(&self, method: MethodId, tier: Tier) -> u64 {
         if usize::from(tier.0) <= INV_TIERS {
             return self
-                .invocations
-                .get(&method)
+                .invocation_row(method)
                 .map_or(0, |v| v[..usize::from(tier.0)].iter().sum());
         }
         (0..tier.0)
@@ -355,22 +393,30 @@ impl FunctionState {
             l.share_values(shared, hint);
         }
         for (k, inc) in &out.increments {
-            *self.sums.entry(*k).or_insert(0) += inc;
-            if let Some(slot) = inv_slot(k) {
-                let per = self.invocations.entry(k.method).or_insert([0; INV_TIERS]);
-                per[slot] += inc;
-                // Checked after each increment, so the last one of a method sees its final
-                // sums (a method listed twice is deduplicated by the threshold check).
-                let sums = InvocationSums(*per);
-                let reached = watch.iter().any(|(tier, limit)| sums.below(*tier) >= *limit);
-                if reached && out.crossed.last() != Some(&k.method) {
-                    let fired = self.fired.get(&k.method).copied().unwrap_or(0);
-                    if watch
-                        .iter()
-                        .any(|(tier, limit)| fired & (1 << tier.0) == 0 && sums.below(*tier) >= *limit)
-                    {
-                        out.crossed.push(k.method);
-                    }
+            let Some(slot) = inv_slot(k) else {
+                *self.sums.entry(*k).or_insert(0) += inc;
+                continue;
+            };
+            let i = match self.invocations.binary_search_by_key(&k.method, |(m, _)| *m) {
+                Ok(i) => i,
+                Err(i) => {
+                    self.invocations.insert(i, (k.method, [0; INV_TIERS]));
+                    i
+                }
+            };
+            let per = &mut self.invocations[i].1;
+            per[slot] += inc;
+            // Checked after each increment, so the last one of a method sees its final
+            // sums (a method listed twice is deduplicated by the threshold check).
+            let sums = InvocationSums(*per);
+            let reached = watch.iter().any(|(tier, limit)| sums.below(*tier) >= *limit);
+            if reached && out.crossed.last() != Some(&k.method) {
+                let fired = self.fired.get(&k.method).copied().unwrap_or(0);
+                if watch
+                    .iter()
+                    .any(|(tier, limit)| fired & (1 << tier.0) == 0 && sums.below(*tier) >= *limit)
+                {
+                    out.crossed.push(k.method);
                 }
             }
         }
@@ -388,18 +434,18 @@ impl FunctionState {
                 for cell in lane.values.iter() {
                     let Some(ck) = self.key_of(cell.id) else { continue };
                     let v = lane.cell_value(cell);
-                    if let Some(s) = self.sums.get_mut(&ck) {
+                    if let Some(slot) = inv_slot(&ck) {
+                        if let Ok(i) = self.invocations.binary_search_by_key(&ck.method, |(m, _)| *m) {
+                            let per = &mut self.invocations[i].1;
+                            per[slot] -= v;
+                            if per.iter().all(|x| *x == 0) {
+                                self.invocations.remove(i);
+                            }
+                        }
+                    } else if let Some(s) = self.sums.get_mut(&ck) {
                         *s -= v;
                         if *s == 0 {
                             self.sums.remove(&ck);
-                        }
-                    }
-                    if let Some(slot) = inv_slot(&ck)
-                        && let Some(per) = self.invocations.get_mut(&ck.method)
-                    {
-                        per[slot] -= v;
-                        if per.iter().all(|x| *x == 0) {
-                            self.invocations.remove(&ck.method);
                         }
                     }
                 }
@@ -455,12 +501,15 @@ impl FunctionState {
             }
         }
         sums.retain(|_, v| *v > 0);
-        self.invocations.clear();
-        for (k, v) in &sums {
-            if let Some(slot) = inv_slot(k) {
-                self.invocations.entry(k.method).or_insert([0; INV_TIERS])[slot] += v;
+        let mut invocations: BTreeMap<MethodId, [u64; INV_TIERS]> = BTreeMap::new();
+        sums.retain(|k, v| match inv_slot(k) {
+            Some(slot) => {
+                invocations.entry(k.method).or_insert([0; INV_TIERS])[slot] += *v;
+                false
             }
-        }
+            None => true,
+        });
+        self.invocations = invocations.into_iter().collect();
         self.sums = sums;
         Ok(())
     }
@@ -481,7 +530,7 @@ impl FunctionState {
             + self.ids.len() * (std::mem::size_of::<(CounterKey, u32)>() + 16)
             + self.keys.capacity() * std::mem::size_of::<CounterKey>()
             + self.fired.len() * 24
-            + self.invocations.len() * (std::mem::size_of::<(MethodId, [u64; INV_TIERS])>() + 16)
+            + self.invocations.capacity() * std::mem::size_of::<(MethodId, [u64; INV_TIERS])>()
             + self.nodes.capacity() * 32
             + self.node_ids.len() * (32 + 4 + 16)
     }
@@ -574,7 +623,7 @@ mod tests {
         assert_eq!(s.merged(&k), 9_000_000_000);
         s.remove_node(&lane.node);
         assert_eq!(s.merged(&k), 0);
-        assert!(s.merged_counters().is_empty());
+        assert_eq!(s.merged_counters().count(), 0);
     }
 
     #[test]
@@ -607,5 +656,91 @@ mod tests {
         assert_eq!(held.stored.len(), 1);
         assert_eq!(held.stored[0].delta.seq, 6);
         assert_eq!(held.have, 6);
+    }
+
+    /// Invocation sums live in a per-method table and the other counters in a map: every
+    /// way of reading the merged counts must agree with the lanes' values summed by hand.
+    #[test]
+    fn merged_counts_read_alike_from_either_store() {
+        let mut rng = crate::rng::SplitMix64::new(7);
+        let key = |rng: &mut crate::rng::SplitMix64| {
+            let method = MethodId(match rng.below(3) {
+                0 => rng.below(8) as u32,
+                1 => (1 << 28) + rng.below(2) as u32,
+                _ => u32::MAX - rng.below(2) as u32,
+            });
+            let tier = Tier(rng.below(6) as u8);
+            let counter = match rng.below(4) {
+                0 | 1 => Counter::Invocations,
+                2 => Counter::Backedges,
+                _ => Counter::Branch {
+                    site: rng.below(3) as u16,
+                    taken: rng.below(2) == 1,
+                },
+            };
+            CounterKey { method, tier, counter }
+        };
+        let limits = Limits::default();
+        let mut s = FunctionState::default();
+        // Per node, the values it signed so far.
+        let mut lanes: BTreeMap<u8, BTreeMap<CounterKey, u64>> = BTreeMap::new();
+        for round in 1..=40u32 {
+            for node in 0..4u8 {
+                let held = lanes.entry(node).or_default();
+                for _ in 0..6 {
+                    *held.entry(key(&mut rng)).or_insert(0) += 1 + rng.below(1 << 33);
+                }
+                let values: Vec<(CounterKey, u64)> = held.iter().map(|(k, v)| (*k, *v)).collect();
+                let lane = LaneId {
+                    node: NodeKey([node; 32]),
+                    ..test_lane()
+                };
+                let out = s.apply(
+                    &lane,
+                    &delta(round, true, &values),
+                    &values,
+                    &limits,
+                    None,
+                    |_, _, p, _| p,
+                );
+                assert!(out.conflict.is_none() && !out.duplicate);
+            }
+            if round == 30 {
+                s.remove_node(&NodeKey([2; 32]));
+                lanes.remove(&2);
+            }
+            let mut want: BTreeMap<CounterKey, u64> = BTreeMap::new();
+            for held in lanes.values() {
+                for (k, v) in held {
+                    *want.entry(*k).or_insert(0) += v;
+                }
+            }
+            let got: Vec<(CounterKey, u64)> = s.merged_counters().collect();
+            assert_eq!(got, want.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>());
+            for (k, v) in &want {
+                assert_eq!(s.merged(k), *v, "{k:?}");
+            }
+            for method in want.keys().map(|k| k.method) {
+                for tier in 0..=6u8 {
+                    let below: u64 = want
+                        .iter()
+                        .filter(|(k, _)| k.method == method && k.tier.0 < tier && k.counter == Counter::Invocations)
+                        .map(|(_, v)| v)
+                        .sum();
+                    assert_eq!(s.invocations_below(method, Tier(tier)), below);
+                }
+            }
+        }
+        assert!(s.invocations.windows(2).all(|w| w[0].0 < w[1].0));
+        // A restore rebuilds both stores from the lanes alone.
+        let mut restored = s.clone();
+        restored.sums.clear();
+        restored.invocations.clear();
+        restored.check_restored().unwrap();
+        assert_eq!(
+            restored.merged_counters().collect::<Vec<_>>(),
+            s.merged_counters().collect::<Vec<_>>()
+        );
+        assert_eq!(restored.invocations, s.invocations);
     }
 }

@@ -34,9 +34,9 @@ impl<'a> ProfileView<'a> {
         self.state.merged(&CounterKey { method, tier, counter })
     }
 
-    /// Every merged counter, ordered.
-    pub fn counters(&self) -> &BTreeMap<CounterKey, u64> {
-        self.state.merged_counters()
+    /// Every merged counter with a non-zero value, ordered.
+    pub fn counters(&self) -> BTreeMap<CounterKey, u64> {
+        self.state.merged_counters().collect()
     }
 
     /// Invocations of `method` at tiers below `tier`.
@@ -122,7 +122,8 @@ impl<'a> ProfileView<'a> {
             },
         };
         let mut types: Vec<(u32, u64)> = self
-            .counters()
+            .state
+            .other_counters()
             .range(lo..=hi)
             .filter_map(|(k, v)| match k.counter {
                 Counter::Receiver { type_id, .. } => Some((type_id, *v)),
