@@ -78,6 +78,11 @@ enum Command {
         /// the threshold (profiles shared, code not), instead of one elected compiler.
         #[arg(long)]
         every_node_compiles: bool,
+        /// Queue every gossip frame as an event, also those whose receiver already has the
+        /// message (by default they are counted, with every draw of the network model, but
+        /// not queued): the same results but for `events`, with more CPU and memory.
+        #[arg(long)]
+        queue_seen_frames: bool,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -217,6 +222,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             faults,
             tenants,
             every_node_compiles,
+            queue_seen_frames,
             settle_ms,
             quiet,
         } => {
@@ -224,6 +230,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             c.faults = faults;
             c.tenants = tenants;
             c.every_node_compiles = every_node_compiles;
+            c.queue_seen_frames = queue_seen_frames;
             c.settle_ms = settle_ms.unwrap_or(if faults { 180_000 } else { 30_000 });
             c.invocations = invocations;
             c.sync_interval_ms = sync_interval_ms;

@@ -101,6 +101,9 @@ pub struct Traffic {
     pub misrouted_accepted: u64,
     /// Messages and bytes sent, by kind (gossip RPC kind, or `direct`).
     pub by_kind: BTreeMap<&'static str, (u64, u64)>,
+    /// Publish frames counted as sent but not queued: their receiver had the message
+    /// already, so their arrival would change nothing (see [`World::skip_seen_within_us`]).
+    pub frames_not_queued: u64,
 }
 
 /// A published message: its bytes, topic and the hop count per receiver so far.
@@ -147,6 +150,16 @@ pub struct World {
     /// Per peer, whether its host persists a snapshot after each of its publications
     /// (see [`World::snapshot`]).
     pub persist: Vec<bool>,
+    /// A publish frame to a peer that already saw the message and is up, arriving less than
+    /// this long after it is sent, is counted as sent (bytes, kind, and every draw of the
+    /// network model, so results do not move) but not queued: the receiver would drop it as
+    /// a duplicate. That holds as long as no peer restarts (with empty gossip state) within
+    /// this long of crashing, which [`World::restart`] refuses. 0 (the default) queues
+    /// every frame; a scenario sets it to its shortest down time, or `u64::MAX` without
+    /// crashes.
+    pub skip_seen_within_us: u64,
+    /// Per peer, when it last went down.
+    down_since: Vec<Option<u64>>,
     snapshots: Vec<Option<Arc<Vec<u8>>>>,
     entries_seen: Vec<u64>,
     configs: Vec<Config>,
@@ -209,6 +222,8 @@ impl World {
             compile_tenants: Vec::new(),
             misroute: 0.0,
             persist: vec![false; n],
+            skip_seen_within_us: 0,
+            down_since: vec![None; n],
             snapshots: vec![None; n],
             entries_seen: vec![0; n],
             configs: kept,
@@ -311,9 +326,17 @@ impl World {
             k.0 += 1;
             k.1 += bytes;
             let to = s.to;
+            let seen = match &s.wire {
+                Wire::Publish { id, .. } => self.up[to as usize] && self.gossip.has_seen(to, *id),
+                _ => false,
+            };
             match self.net.delay_us(self.now_us, s.from, to, bytes, &mut self.rng) {
                 Delivery::At(times) => {
                     for at in times {
+                        if seen && at - self.now_us < self.skip_seen_within_us {
+                            self.traffic.frames_not_queued += 1;
+                            continue;
+                        }
                         self.queue.push(at, Ev::Gossip { to, send: s.clone() });
                     }
                 }
@@ -425,6 +448,9 @@ impl World {
     /// messages in flight to it are lost. Its engine is kept, frozen, until
     /// [`World::restart`].
     pub fn crash(&mut self, peer: u32) {
+        if self.up[peer as usize] {
+            self.down_since[peer as usize] = Some(self.now_us);
+        }
         self.up[peer as usize] = false;
         self.timer_at[peer as usize] = None;
         self.gossip.peer_down(peer);
@@ -455,6 +481,15 @@ impl World {
         snapshot: Option<&[u8]>,
         incarnation: ignite_core::Incarnation,
     ) -> Result<(), String> {
+        if let Some(since) = self.down_since[peer as usize]
+            && self.now_us - since < self.skip_seen_within_us
+        {
+            return Err(format!(
+                "peer {peer} restarts {} µs after going down, within the {} µs in which frames to it were not queued",
+                self.now_us - since,
+                self.skip_seen_within_us
+            ));
+        }
         let config = self.configs[peer as usize].clone();
         let engine = match snapshot {
             Some(b) => Engine::restore(config, b).map_err(|e| e.to_string())?,

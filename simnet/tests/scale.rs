@@ -44,6 +44,31 @@ fn same_seed_gives_byte_identical_results_and_exact_totals() {
     assert!(r.signatures_reused > r.signatures_verified, "{r:?}");
 }
 
+/// Publish frames to peers that already have the message are not queued; with faults and
+/// churn (crashes, restarts, joins, loss, duplication) every result is the same as when
+/// they are, but the number of events.
+#[test]
+fn frames_to_peers_that_have_the_message_change_nothing_but_events() {
+    let mut c = small(11);
+    c.faults = true;
+    let skipped = run(&c, |_| {}).expect("runs");
+    c.queue_seen_frames = true;
+    let queued = run(&c, |_| {}).expect("runs");
+    assert!(skipped.churn.restarts_from_snapshot + skipped.churn.restarts_without_state > 0);
+    assert!(
+        skipped.events < queued.events * 9 / 10,
+        "{} events against {}",
+        skipped.events,
+        queued.events
+    );
+    let without_events = |r: &ScaleResult| {
+        let mut v = serde_json::to_value(r).unwrap();
+        v.as_object_mut().unwrap().remove("events");
+        v
+    };
+    assert_eq!(without_events(&skipped), without_events(&queued));
+}
+
 #[test]
 fn faults_keep_totals_exact_and_compiles_bounded() {
     let mut c = small(7);

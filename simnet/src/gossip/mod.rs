@@ -210,6 +210,12 @@ impl Gossip {
             .collect()
     }
 
+    /// Whether `peer` is up and has seen message `id` (it would drop it as a duplicate).
+    pub fn has_seen(&self, peer: PeerIdx, id: MsgId) -> bool {
+        let p = &self.peers[peer as usize];
+        p.up && p.seen.contains(id, self.low())
+    }
+
     /// `peer` crashes: all its state is cleared and it leaves every subscriber list; its mesh
     /// peers drop it at their next heartbeat. Sends to it should be dropped by the simulator
     /// ([`Gossip::receive`] ignores them).

@@ -80,6 +80,11 @@ pub struct ScaleConfig {
     /// code (false), or every node compiles for itself once the pooled count crosses the
     /// threshold (true; profiles are still shared, code is not).
     pub every_node_compiles: bool,
+    /// Queue every publish frame, also those whose receiver already has the message and
+    /// would drop them (by default they are counted as sent but not queued, see
+    /// [`World::skip_seen_within_us`](crate::world::World::skip_seen_within_us)): every
+    /// result is the same either way but `events`.
+    pub queue_seen_frames: bool,
 }
 
 impl ScaleConfig {
@@ -109,6 +114,7 @@ impl ScaleConfig {
             churn: ChurnConfig::default(),
             tenants: 1,
             every_node_compiles: false,
+            queue_seen_frames: false,
         }
     }
 }
@@ -332,6 +338,15 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
         net.reorder_jitter_us = 5_000.0;
     }
     let mut world = World::new(c.seed, configs, net, c.gossip.clone(), compiler)?;
+    // Frames to peers that already have the message need no event while no peer can crash
+    // and come back before they would arrive.
+    world.skip_seen_within_us = if c.queue_seen_frames {
+        0
+    } else if c.faults {
+        c.churn.down_ms.0.min(c.churn.down_ms.1).saturating_mul(1_000)
+    } else {
+        u64::MAX
+    };
     if c.faults {
         // Zone 0 is cut off both ways from 5 s to 25 s after traffic starts.
         let start = 3 * world.heartbeat_us() + 5_000_000;
