@@ -98,6 +98,8 @@ pub fn run(seed: u64, stream: &[Request], w: &Workload) -> Result<IgnRun, Engine
         ..NetConfig::default()
     };
     let mut world = World::new(seed, configs, net, GossipConfig::default(), compiler)?;
+    // No peer restarts here: frames to peers that have the message need no event.
+    world.skip_seen_within_us = u64::MAX;
     let shape = MethodShape::default();
     let mut profilers: Vec<[MethodProfiler; 2]> = Vec::new();
     for i in 0..CONTAINERS {

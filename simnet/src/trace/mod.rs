@@ -344,6 +344,8 @@ fn setup(c: &TraceConfig) -> Result<(World, Host), ignite_core::EngineError> {
         net.reorder_jitter_us = 5_000.0;
     }
     let mut world = World::new(c.seed, engine_configs(c), net, c.gossip.clone(), compiler)?;
+    // No peer restarts here: frames to peers that have the message need no event.
+    world.skip_seen_within_us = u64::MAX;
     let root_rng = Rng::new(c.seed).child(0x7472_6163_6500);
     let breaking = breaking_peers(c);
     let mut peers = Vec::new();
