@@ -98,8 +98,6 @@ pub fn run(seed: u64, stream: &[Request], w: &Workload) -> Result<IgnRun, Engine
         ..NetConfig::default()
     };
     let mut world = World::new(seed, configs, net, GossipConfig::default(), compiler)?;
-    // No peer restarts here: frames to peers that have the message need no event.
-    world.skip_seen_within_us = u64::MAX;
     let shape = MethodShape::default();
     let mut profilers: Vec<[MethodProfiler; 2]> = Vec::new();
     for i in 0..CONTAINERS {
@@ -125,6 +123,9 @@ pub fn run(seed: u64, stream: &[Request], w: &Workload) -> Result<IgnRun, Engine
     }
     world.introduce_mesh_peers();
     let t0 = world.now_us;
+    // No peer restarts here: frames to peers that have the message need no event (after
+    // the warm-up, whose last event gives `t0`).
+    world.skip_seen_within_us = u64::MAX;
     let mut hot = vec![false; CONTAINERS as usize];
     let mut install_us = vec![None; CONTAINERS as usize];
     let mut outcome = Outcome::default();

@@ -338,15 +338,6 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
         net.reorder_jitter_us = 5_000.0;
     }
     let mut world = World::new(c.seed, configs, net, c.gossip.clone(), compiler)?;
-    // Frames to peers that already have the message need no event while no peer can crash
-    // and come back before they would arrive.
-    world.skip_seen_within_us = if c.queue_seen_frames {
-        0
-    } else if c.faults {
-        c.churn.down_ms.0.min(c.churn.down_ms.1).saturating_mul(1_000)
-    } else {
-        u64::MAX
-    };
     if c.faults {
         // Zone 0 is cut off both ways from 5 s to 25 s after traffic starts.
         let start = 3 * world.heartbeat_us() + 5_000_000;
@@ -411,6 +402,16 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
     }
     world.introduce_mesh_peers();
     let t0 = world.now_us;
+    // Frames to peers that already have the message need no event while no peer can crash
+    // and come back before they would arrive. Not during the warm-up, whose last event
+    // gives `t0`.
+    world.skip_seen_within_us = if c.queue_seen_frames {
+        0
+    } else if c.faults {
+        c.churn.down_ms.0.min(c.churn.down_ms.1).saturating_mul(1_000)
+    } else {
+        u64::MAX
+    };
     for (i, rt) in rts.iter_mut().enumerate() {
         if rt.life != Life::Up {
             continue;

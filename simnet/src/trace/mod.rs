@@ -344,8 +344,6 @@ fn setup(c: &TraceConfig) -> Result<(World, Host), ignite_core::EngineError> {
         net.reorder_jitter_us = 5_000.0;
     }
     let mut world = World::new(c.seed, engine_configs(c), net, c.gossip.clone(), compiler)?;
-    // No peer restarts here: frames to peers that have the message need no event.
-    world.skip_seen_within_us = u64::MAX;
     let root_rng = Rng::new(c.seed).child(0x7472_6163_6500);
     let breaking = breaking_peers(c);
     let mut peers = Vec::new();
@@ -378,6 +376,9 @@ fn setup(c: &TraceConfig) -> Result<(World, Host), ignite_core::EngineError> {
     }
     world.introduce_mesh_peers();
     let t0 = world.now_us;
+    // No peer restarts here: frames to peers that have the message need no event (after
+    // the warm-up, whose last event gives `t0`).
+    world.skip_seen_within_us = u64::MAX;
     let mut dur_rng = root_rng.child(0x6475_7261_7469_6f6e);
     let host = Host {
         tenant,
