@@ -176,11 +176,11 @@ impl FunctionState {
             })
             .peekable();
         let mut other = self.sums.iter().map(|(k, v)| (*k, *v)).peekable();
+        // A key is in one store only.
         std::iter::from_fn(move || match (inv.peek(), other.peek()) {
-            (Some(a), Some(b)) if a.0 < b.0 => inv.next(),
-            (Some(_), Some(_)) | (None, Some(_)) => other.next(),
-            (Some(_), None) => inv.next(),
-            (None, None) => None,
+            (Some(a), Some(b)) if b.0 < a.0 => other.next(),
+            (Some(_), _) => inv.next(),
+            (None, _) => other.next(),
         })
     }
 
@@ -191,10 +191,12 @@ impl FunctionState {
 
     /// The invocation sums by tier of `method`, if any were counted.
     fn invocation_row(&self, method: MethodId) -> Option<&[u64; INV_TIERS]> {
-        self.invocations
-            .binary_search_by_key(&method, |(m, _)| *m)
-            .ok()
-            .map(|i| &self.invocations[i].1)
+        self.invocation_index(method).ok().map(|i| &self.invocations[i].1)
+    }
+
+    /// Where `method`'s row is in `invocations` (`Err`: where it would go).
+    fn invocation_index(&self, method: MethodId) -> Result<usize, usize> {
+        self.invocations.binary_search_by_key(&method, |(m, _)| *m)
     }
 
     /// Invocations of `method` at tiers below `tier`, fleet-wide.
@@ -397,7 +399,7 @@ impl FunctionState {
                 *self.sums.entry(*k).or_insert(0) += inc;
                 continue;
             };
-            let i = match self.invocations.binary_search_by_key(&k.method, |(m, _)| *m) {
+            let i = match self.invocation_index(k.method) {
                 Ok(i) => i,
                 Err(i) => {
                     self.invocations.insert(i, (k.method, [0; INV_TIERS]));
@@ -435,7 +437,7 @@ impl FunctionState {
                     let Some(ck) = self.key_of(cell.id) else { continue };
                     let v = lane.cell_value(cell);
                     if let Some(slot) = inv_slot(&ck) {
-                        if let Ok(i) = self.invocations.binary_search_by_key(&ck.method, |(m, _)| *m) {
+                        if let Ok(i) = self.invocation_index(ck.method) {
                             let per = &mut self.invocations[i].1;
                             per[slot] -= v;
                             if per.iter().all(|x| *x == 0) {
