@@ -18,27 +18,27 @@ use std::cmp::Ordering;
 
 /// The rendezvous score of `node` for an election: higher ranks better.
 pub fn score(tenant: &TenantId, election: &Election, node: &NodeKey) -> u64 {
-    score_with(&score_prefix(tenant, election), node)
+    score_with(&score_key(tenant, election), node)
 }
 
-/// The hasher state shared by every candidate's score in one election.
-fn score_prefix(tenant: &TenantId, election: &Election) -> blake3::Hasher {
-    let mut h = blake3::Hasher::new_derive_key("ignite v1 rendezvous");
+/// The key of one election's scores: a candidate's score is the keyed hash of its node key
+/// (one compression per candidate).
+fn score_key(tenant: &TenantId, election: &Election) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("ignite v1 rendezvous key");
     h.update(&tenant.0);
     h.update(&postcard::to_allocvec(election).expect("election encodes"));
-    h
+    *h.finalize().as_bytes()
 }
 
-fn score_with(prefix: &blake3::Hasher, node: &NodeKey) -> u64 {
-    let mut h = prefix.clone();
-    h.update(&node.0);
-    u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
+fn score_with(key: &[u8; 32], node: &NodeKey) -> u64 {
+    let h = blake3::keyed_hash(key, &node.0);
+    u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
 /// `candidates` ordered best first for `election` (ties, which need a hash collision, by key).
 pub fn rank(tenant: &TenantId, election: &Election, candidates: impl IntoIterator<Item = NodeKey>) -> Vec<NodeKey> {
-    let prefix = score_prefix(tenant, election);
-    let mut scored: Vec<(u64, NodeKey)> = candidates.into_iter().map(|n| (score_with(&prefix, &n), n)).collect();
+    let key = score_key(tenant, election);
+    let mut scored: Vec<(u64, NodeKey)> = candidates.into_iter().map(|n| (score_with(&key, &n), n)).collect();
     scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     scored.dedup_by(|a, b| a.1 == b.1);
     scored.into_iter().map(|(_, n)| n).collect()
@@ -52,8 +52,8 @@ pub fn position(
     candidates: impl IntoIterator<Item = NodeKey>,
     me: &NodeKey,
 ) -> Option<usize> {
-    let prefix = score_prefix(tenant, election);
-    let mine = score_with(&prefix, me);
+    let key = score_key(tenant, election);
+    let mine = score_with(&key, me);
     let mut found = false;
     let mut before = std::collections::BTreeSet::new();
     for n in candidates {
@@ -61,7 +61,7 @@ pub fn position(
             found = true;
             continue;
         }
-        let s = score_with(&prefix, &n);
+        let s = score_with(&key, &n);
         if s > mine || (s == mine && n < *me) {
             before.insert(n);
         }
@@ -73,19 +73,35 @@ pub fn position(
 /// `nodes` must be distinct). With a candidate set that changes by a few nodes, a known
 /// [`position`] moves by the count among the added less the count among the removed.
 pub fn count_before(tenant: &TenantId, election: &Election, me: &NodeKey, nodes: &[NodeKey]) -> usize {
-    if nodes.iter().all(|n| n == me) {
+    count_before_at_most(tenant, election, me, nodes, usize::MAX)
+}
+
+/// [`count_before`], counting only up to `cap`: the count if it is below `cap`, else `cap`.
+/// Scoring stops at the `cap`-th node found before `me`, so a node far down a large
+/// ranking scores about `cap * (1 + ln(len / cap))` nodes instead of all of them.
+pub fn count_before_at_most(
+    tenant: &TenantId,
+    election: &Election,
+    me: &NodeKey,
+    nodes: &[NodeKey],
+    cap: usize,
+) -> usize {
+    if cap == 0 || nodes.iter().all(|n| n == me) {
         return 0;
     }
-    let prefix = score_prefix(tenant, election);
-    let mine = score_with(&prefix, me);
-    nodes
-        .iter()
-        .filter(|n| *n != me)
-        .filter(|n| {
-            let s = score_with(&prefix, n);
-            s > mine || (s == mine && *n < me)
-        })
-        .count()
+    let key = score_key(tenant, election);
+    let mine = score_with(&key, me);
+    let mut before = 0;
+    for n in nodes.iter().filter(|n| *n != me) {
+        let s = score_with(&key, n);
+        if s > mine || (s == mine && n < me) {
+            before += 1;
+            if before == cap {
+                break;
+            }
+        }
+    }
+    before
 }
 
 /// The election a manifest answers.
@@ -200,6 +216,28 @@ mod tests {
                 None
             );
         }
+    }
+
+    #[test]
+    fn counting_up_to_a_cap_stops_at_the_cap_and_is_exact_below_it() {
+        let tenant = TenantId([5; 32]);
+        let nodes: Vec<NodeKey> = (0..60u8).map(|i| NodeKey([i; 32])).collect();
+        let r = rank(&tenant, &election(3), nodes.iter().copied());
+        for (i, me) in r.iter().enumerate() {
+            assert_eq!(count_before(&tenant, &election(3), me, &nodes), i);
+            for cap in [0, 1, 4, i, i + 1, 100] {
+                assert_eq!(
+                    count_before_at_most(&tenant, &election(3), me, &nodes, cap),
+                    i.min(cap),
+                    "position {i}, cap {cap}"
+                );
+            }
+        }
+        assert_eq!(score(&tenant, &election(3), &r[0]), {
+            let key = score_key(&tenant, &election(3));
+            score_with(&key, &r[0])
+        });
+        assert!(score(&tenant, &election(3), &r[0]) > score(&tenant, &election(3), &r[1]));
     }
 
     #[test]

@@ -110,9 +110,9 @@ pub(crate) struct CodeState {
     pub(crate) digest_memo: Option<[u8; 32]>,
     /// When this engine first saw each open election (its rank's turn counts from there).
     pub(crate) turns: BTreeMap<Election, Timestamp>,
-    /// This node's rank position per open election, with the digest of the eligible set
-    /// it was computed from.
-    pub(crate) positions: BTreeMap<Election, ([u8; 32], Option<usize>)>,
+    /// This node's rank position per open election (as far as counted; `None` when not
+    /// eligible), with the digest of the eligible set it was computed from.
+    pub(crate) positions: BTreeMap<Election, ([u8; 32], Option<super::positions::Position>)>,
     /// Elections whose compile failed here: not claimed again before the time.
     pub(crate) failed: BTreeMap<Election, Timestamp>,
     pub(crate) pending: BTreeMap<CompileId, Pending>,

@@ -3,7 +3,7 @@
 //! host's answer ([`Engine::compiled`]).
 
 use super::code_state::{Pending, Scope, compile_profile, deopt_nodes, expired, latency_histogram, rank, retired_by};
-use super::positions::{Diff, sorted_diff};
+use super::positions::{COUNT_FIRST, Diff, Position, sorted_diff};
 use super::{Engine, EngineError, Event, Output};
 use crate::code::{
     Assumption, Attestation, Claim, ClassId, CodeKey, CompileError, CompileId, CompileRequest, CompiledCode, Election,
@@ -259,10 +259,7 @@ impl Engine {
                                 .or_insert_with(|| sorted_diff(b.eligible.get(class).map(Vec::as_slice), members))
                                 .as_ref()
                                 .filter(|(added, removed)| !added.contains(&me) && !removed.contains(&me))
-                                .and_then(|(added, removed)| {
-                                    (old + rules::count_before(&tenant, &election, &me, added))
-                                        .checked_sub(rules::count_before(&tenant, &election, &me, removed))
-                                }),
+                                .and_then(|diff| old.moved(&tenant, &election, &me, diff)),
                             _ => None,
                         };
                         let pos = match moved {
@@ -270,7 +267,7 @@ impl Engine {
                             None => members
                                 .binary_search(&me)
                                 .is_ok()
-                                .then(|| rules::count_before(&tenant, &election, &me, members)),
+                                .then(|| Position::count(&tenant, &election, &me, members, COUNT_FIRST)),
                         };
                         t.code.positions.insert(election, (digest, pos));
                         pos
@@ -303,7 +300,13 @@ impl Engine {
                 if claimed || !may_claim {
                     continue;
                 }
-                if pos == 0 || now >= base.plus_ms(cfg.lease_ms.saturating_mul(pos as u64)) {
+                let (counted, due) = pos.turn(now.millis_since(base), cfg.lease_ms, |cap| {
+                    Position::count(&tenant, &election, &me, members, cap)
+                });
+                if counted != pos {
+                    t.code.positions.insert(election, (digest, Some(counted)));
+                }
+                if due {
                     plans.push(Plan::Compile { election, repromote });
                 }
             }
