@@ -130,6 +130,8 @@ pub(crate) struct CodeState {
     /// When the next pass looks at every key anyway (what changes with time alone: expiry,
     /// retirement by merged deopt counts, re-promotion, backoffs).
     pub(crate) next_sweep: Timestamp,
+    /// When the first held claim or failed election is due to be dropped.
+    pub(crate) next_prune: Timestamp,
     /// Changes of `installed` so far (blob pins are recomputed only after one).
     pub(crate) installs_version: u64,
     /// (manifest hash, refusal kind) already reported.
@@ -179,6 +181,18 @@ pub(crate) struct Roster {
 }
 
 impl CodeState {
+    /// Holds a claim, to be dropped `keep_ms` after its lease lapses.
+    pub(crate) fn put_claim(&mut self, slot: (Election, NodeKey), claim: Signed<Claim>, keep_ms: u64) {
+        self.next_prune = self.next_prune.min(claim.statement.lease_until.plus_ms(keep_ms));
+        self.claims.insert(slot, claim);
+    }
+
+    /// Records that this node's compile for an election failed: not claimed again before `until`.
+    pub(crate) fn put_failed(&mut self, election: Election, until: Timestamp) {
+        self.next_prune = self.next_prune.min(until);
+        self.failed.insert(election, until);
+    }
+
     /// How long a blob request waits for its answer: four times the smoothed round trip
     /// of this tenant's answered requests, between a twentieth of `max_ms` and `max_ms`;
     /// `max_ms` until a request was answered.
@@ -282,6 +296,7 @@ impl CodeState {
             dirty: true,
             dirty_keys: BTreeSet::new(),
             next_sweep: now,
+            next_prune: Timestamp(u64::MAX),
             reported: BTreeSet::new(),
             blobs: BlobStore::new(cfg.blob_store_bytes, cfg.blob_store_count),
             transfers: BTreeMap::new(),

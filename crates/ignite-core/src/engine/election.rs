@@ -99,13 +99,26 @@ impl Engine {
     }
 
     fn prune_claims(&mut self, now: Timestamp, tag: TenantTag) {
-        let keep_ms = self.config.code.lease_ms.saturating_mul(16);
-        let t = self.tenants.get_mut(&tag).expect("tenant present");
+        let keep_ms = self.claim_keep_ms();
+        let c = &mut self.tenants.get_mut(&tag).expect("tenant present").code;
+        if now < c.next_prune {
+            return;
+        }
         // Lapsed claims are kept a while: the next ranks' turns count from their lapse.
-        t.code
+        c.claims.retain(|_, c| c.statement.lease_until.plus_ms(keep_ms) > now);
+        c.failed.retain(|_, until| *until > now);
+        c.next_prune = c
             .claims
-            .retain(|_, c| c.statement.lease_until.plus_ms(keep_ms) > now);
-        t.code.failed.retain(|_, until| *until > now);
+            .values()
+            .map(|c| c.statement.lease_until.plus_ms(keep_ms))
+            .chain(c.failed.values().copied())
+            .min()
+            .unwrap_or(Timestamp(u64::MAX));
+    }
+
+    /// How long a claim is held after its lease lapsed.
+    pub(super) fn claim_keep_ms(&self) -> u64 {
+        self.config.code.lease_ms.saturating_mul(16)
     }
 
     /// The assumptions known broken for a key (any class, any generation held).
@@ -380,6 +393,7 @@ impl Engine {
     }
 
     fn publish_claim(&mut self, now: Timestamp, tag: TenantTag, election: Election, lease_until: Timestamp) {
+        let keep_ms = self.claim_keep_ms();
         let t = self.tenants.get_mut(&tag).expect("tenant present");
         let claim = Claim {
             tenant: t.tenant,
@@ -391,7 +405,8 @@ impl Engine {
             issued_at: now,
         };
         let signed = Signed::sign(claim, &t.creds);
-        t.code.claims.insert((election, t.node), signed.clone());
+        let slot = (election, t.node);
+        t.code.put_claim(slot, signed.clone(), keep_ms);
         self.stats.claims_published += 1;
         self.publish_body(tag, &Body::Claim(Box::new(signed)));
     }
@@ -626,7 +641,7 @@ impl Engine {
             return Err(CompileError::Bounds);
         }
         if let Some(a) = code.assumptions.iter().find(|a| pending.excluded.contains(a)) {
-            t.code.failed.insert(pending.election, now.plus_ms(cfg.lease_ms));
+            t.code.put_failed(pending.election, now.plus_ms(cfg.lease_ms));
             return Err(CompileError::ExcludedAssumption(a.clone()));
         }
         let blob: Arc<[u8]> = code.bytes.into();
@@ -699,7 +714,7 @@ impl Engine {
         let Some(p) = t.code.pending.remove(&id) else {
             return Ok(());
         };
-        t.code.failed.insert(p.election, now.plus_ms(lease));
+        t.code.put_failed(p.election, now.plus_ms(lease));
         if p.purpose == Purpose::Publish {
             self.publish_claim(now, tag, p.election, now);
         }

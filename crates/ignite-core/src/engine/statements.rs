@@ -146,6 +146,7 @@ impl Engine {
     /// A compile claim (or release) from a member with the compile role.
     pub(super) fn on_claim(&mut self, now: Timestamp, tag: TenantTag, c: Signed<Claim>) -> Result<(), Refusal> {
         self.check_statement(tag, &c, now, Roles::COMPILE)?;
+        let keep_ms = self.claim_keep_ms();
         let t = self.tenants.get_mut(&tag).expect("tenant present");
         let election = crate::code::Election {
             key: c.statement.key,
@@ -165,7 +166,7 @@ impl Engine {
         if !t.code.claims.contains_key(&slot) && t.code.claims.len() >= 4 * self.config.code.max_members {
             return Err(Refusal::Invalid("claims per tenant"));
         }
-        t.code.claims.insert(slot, c);
+        t.code.put_claim(slot, c, keep_ms);
         t.code.wake_key(election.key, now);
         Ok(())
     }
