@@ -615,10 +615,10 @@ fn same_seed_gives_the_same_trace() {
     assert_ne!(d1, d3);
 }
 
-#[test]
-fn installs_are_announced_at_most_once_per_quarter_of_the_fleets_presence_interval() {
-    // Six members at a budget of one presence per second: the presence interval is 6 s
-    // (the floor is 1 s), so installs are announced at most every 1.5 s.
+/// Presences each of six members publishes while twenty methods get hot one after another
+/// (twenty installs per node spread over 8 s), over a 10 s window, at a budget of one
+/// presence per second: the presence interval is 6 s (the floor is 1 s).
+fn presences_during_installs(install_announce_pct: u32) -> Vec<u64> {
     let (_, v3, _) = classes();
     let specs = (0..6)
         .map(|_| NodeSpec {
@@ -626,7 +626,10 @@ fn installs_are_announced_at_most_once_per_quarter_of_the_fleets_presence_interv
             roles: Roles::ALL,
         })
         .collect();
-    let mut f = Fleet::new(61, specs, 100, |c| c.code.max_presences_per_s = 1);
+    let mut f = Fleet::new(61, specs, 100, |c| {
+        c.code.max_presences_per_s = 1;
+        c.code.install_announce_pct = install_announce_pct;
+    });
     f.run_for(15_000);
     let before: Vec<u64> = f
         .cluster
@@ -635,8 +638,6 @@ fn installs_are_announced_at_most_once_per_quarter_of_the_fleets_presence_interv
         .map(|e| e.stats().presences_published)
         .collect();
     let installs_before = f.installs().len();
-    // Twenty methods get hot one after another, 400 ms apart: twenty installs per node
-    // spread over 8 s.
     for m in 1..=20 {
         for i in 0..6 {
             f.invoke(i, m, 40, 4);
@@ -644,14 +645,23 @@ fn installs_are_announced_at_most_once_per_quarter_of_the_fleets_presence_interv
         f.run_for(400);
     }
     f.run_for(2_000);
-    let window_s: f64 = 10.0;
     assert_eq!(
         f.installs().len() - installs_before,
         6 * 20,
         "every node installed every method"
     );
-    for (i, e) in f.cluster.engines.iter().enumerate() {
-        let announced = e.stats().presences_published - before[i];
+    f.cluster
+        .engines
+        .iter()
+        .zip(before)
+        .map(|(e, b)| e.stats().presences_published - b)
+        .collect()
+}
+
+#[test]
+fn installs_are_announced_at_most_once_per_quarter_of_the_fleets_presence_interval() {
+    let window_s: f64 = 10.0;
+    for (i, announced) in presences_during_installs(25).into_iter().enumerate() {
         // Regular announcements every 6 s plus extra ones every 1.5 s at most.
         let most = (window_s / 6.0).ceil() as u64 + (window_s / 1.5).ceil() as u64;
         assert!(
@@ -659,4 +669,18 @@ fn installs_are_announced_at_most_once_per_quarter_of_the_fleets_presence_interv
             "node {i}: {announced} presences in {window_s} s of installs (at most {most})"
         );
     }
+}
+
+#[test]
+fn installs_wait_for_the_regular_presence_when_announced_at_the_full_interval() {
+    let quarter: u64 = presences_during_installs(25).iter().sum();
+    let full = presences_during_installs(100);
+    for (i, announced) in full.iter().enumerate() {
+        // Only the regular announcements, every 6 s, in a 10 s window.
+        assert!(
+            (1..=2).contains(announced),
+            "node {i}: {announced} presences in 10 s of installs at the regular interval"
+        );
+    }
+    assert!(full.iter().sum::<u64>() < quarter, "{full:?} against {quarter} in all");
 }

@@ -59,6 +59,11 @@ enum Command {
         /// members' mean time since their last delta); 100 turns prediction off.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=100))]
         predict_from_pct: u32,
+        /// After an install, a node announces its installed set (for schedulers) once this
+        /// percentage of the presence interval has passed since its last presence; 100
+        /// announces installs only with the regular presences.
+        #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..=100))]
+        install_announce_pct: u32,
         /// Quiet time after the last invocation, for convergence, ms [default: 30,000;
         /// 180,000 with --faults, as anti-entropy repairs 30% loss in rounds of 10 s].
         #[arg(long)]
@@ -219,6 +224,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             sync_interval_ms,
             settled_publish_ms,
             predict_from_pct,
+            install_announce_pct,
             faults,
             tenants,
             every_node_compiles,
@@ -236,6 +242,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             c.sync_interval_ms = sync_interval_ms;
             c.settled_publish_ms = settled_publish_ms;
             c.predict_from_pct = predict_from_pct;
+            c.install_announce_pct = install_announce_pct;
             // Wall time is reported in run.json only; the simulation itself reads no clock
             // (scale.json is byte-identical per seed).
             let started = Instant::now();

@@ -58,6 +58,9 @@ pub struct ScaleConfig {
     /// The engine's `predict_from_pct` (smallest signed share of a threshold from which
     /// it may be reached by prediction; 100 turns prediction off).
     pub predict_from_pct: u32,
+    /// The engine's `code.install_announce_pct` (how soon after its last presence a node
+    /// announces new installs, in percent of the presence interval).
+    pub install_announce_pct: u32,
     /// Compile time of tier 1 and tier 2 code, ms of the compiling host.
     pub compile_ms: [u64; 2],
     /// Size of a compiled artifact, bytes.
@@ -105,6 +108,7 @@ impl ScaleConfig {
             sync_interval_ms: 1_000,
             settled_publish_ms: Config::default().settled_publish_ms,
             predict_from_pct: Config::default().predict_from_pct,
+            install_announce_pct: CodeConfig::default().install_announce_pct,
             compile_ms: [20, 200],
             code_bytes: 4_096,
             settle_ms: 30_000,
@@ -320,6 +324,7 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
                 } else {
                     vec![class.clone()]
                 },
+                install_announce_pct: c.install_announce_pct,
                 ..CodeConfig::default()
             },
             ..Config::default()

@@ -226,6 +226,9 @@ impl Config {
         if c.presence_interval_ms == 0 || c.presence_ttl_ms <= c.presence_interval_ms {
             return bad("code.presence_ttl_ms", "must exceed a positive presence_interval_ms");
         }
+        if c.install_announce_pct == 0 || c.install_announce_pct > 100 {
+            return bad("code.install_announce_pct", "must be between 1 and 100");
+        }
         if c.claim_after_join_ms > c.presence_interval_ms {
             return bad("code.claim_after_join_ms", "must be at most presence_interval_ms");
         }
@@ -248,5 +251,19 @@ impl Config {
             return bad("code.hardware", "invalid class or too many classes");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_announce_pct_must_be_a_share_of_the_interval() {
+        for (pct, ok) in [(0, false), (1, true), (25, true), (100, true), (101, false)] {
+            let mut c = Config::default();
+            c.code.install_announce_pct = pct;
+            assert_eq!(c.validate().is_ok(), ok, "install_announce_pct {pct}");
+        }
     }
 }

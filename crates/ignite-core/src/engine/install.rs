@@ -242,12 +242,16 @@ impl Engine {
             .push((key.function, key.method, key.tier, super::tenant::Declared::Install));
         let tenant = t.tenant;
         // Announce the new installed set soon, for schedulers and attesters.
-        // (At most one extra announcement per quarter of the presence interval in force,
-        // which grows with the fleet: a burst of installs is announced together, and the
-        // fleet's presence rate stays within about `max_presences_per_s` times five.)
-        let soon = now
-            .plus_ms(self.config.code.tick_ms)
-            .max(t.code.last_presence.plus_ms(t.code.presence_every / 4));
+        // (At most one extra announcement per `install_announce_pct` of the presence
+        // interval in force, which grows with the fleet: a burst of installs is announced
+        // together, and at the default 25% the fleet's presence rate stays within about
+        // `max_presences_per_s` times five.)
+        let pct = u64::from(self.config.code.install_announce_pct);
+        let soon = now.plus_ms(self.config.code.tick_ms).max(
+            t.code
+                .last_presence
+                .plus_ms(t.code.presence_every.saturating_mul(pct) / 100),
+        );
         t.code.next_presence = t.code.next_presence.min(soon);
         self.stats.installs += 1;
         tracing::info!(generation = m.statement.generation, tier = key.tier.0, "code installed");
