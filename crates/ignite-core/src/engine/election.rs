@@ -405,8 +405,7 @@ impl Engine {
             issued_at: now,
         };
         let signed = Signed::sign(claim, &t.creds);
-        let slot = (election, t.node);
-        t.code.put_claim(slot, signed.clone(), keep_ms);
+        t.code.put_claim((election, t.node), signed.clone(), keep_ms);
         self.stats.claims_published += 1;
         self.publish_body(tag, &Body::Claim(Box::new(signed)));
     }
