@@ -39,7 +39,7 @@ impl<T: Statement> Signed<T> {
     /// Signs `statement` with the node key of `creds`.
     pub fn sign(statement: T, creds: &TenantCredentials) -> Signed<T> {
         let bytes = postcard::to_allocvec(&statement).expect("statement encodes");
-        let signature = crypto::sign(&creds.signing_key(), T::DOMAIN, &bytes);
+        let signature = crypto::sign(creds.signing_key(), T::DOMAIN, &bytes);
         Signed {
             statement,
             cert: *creds.cert(),

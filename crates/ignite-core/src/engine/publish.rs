@@ -2,7 +2,7 @@
 
 use super::Engine;
 use crate::crypto::{self, domain};
-use crate::ids::{FunctionId, GroupId, MethodId, TenantTag, Tier, Timestamp};
+use crate::ids::{FunctionId, GroupId, TenantTag, Tier, Timestamp};
 use crate::profile::counter::CounterKey;
 use crate::profile::{FunctionState, LaneId, StoredDelta};
 use crate::tenancy::SignedCert;
@@ -92,6 +92,46 @@ pub(super) fn pack(items: &[Outgoing], limits: &Limits) -> Vec<Vec<u8>> {
     bodies
 }
 
+/// Sorts `list` by key and sums the values of equal keys.
+fn sum_sorted(list: &mut Vec<(CounterKey, u64)>) {
+    list.sort_by_key(|e| e.0);
+    list.dedup_by(|next, kept| {
+        let same = next.0 == kept.0;
+        if same {
+            kept.1 = kept.1.wrapping_add(next.1);
+        }
+        same
+    });
+}
+
+/// The union of two lists sorted by key, with the value of `newer` where both hold a key.
+fn union_sorted(older: &[(CounterKey, u64)], newer: &[(CounterKey, u64)]) -> Vec<(CounterKey, u64)> {
+    let mut out = Vec::with_capacity(older.len() + newer.len());
+    let (mut i, mut j) = (0, 0);
+    while i < older.len() && j < newer.len() {
+        match older[i].0.cmp(&newer[j].0) {
+            std::cmp::Ordering::Less => {
+                out.push(older[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push(newer[j]);
+                i += 1;
+                j += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(newer[j]);
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&older[i..]);
+    out.extend_from_slice(&newer[j..]);
+    // Kept as the lane's published state: no spare capacity.
+    out.shrink_to_fit();
+    out
+}
+
 /// Whether no tier threshold reads counter `k` any more: it is not feedback, and every tier
 /// above its own whose threshold exists has been reached on the merged counts of the method
 /// whose thresholds open elections (see [`Config`](super::Config), "Settled counters").
@@ -118,23 +158,38 @@ impl Engine {
             .max(members * 1000 / u64::from(self.config.max_deltas_per_s))
     }
 
-    /// Collects this node's current counts per own lane (restored base plus recorder).
-    fn current_counts(&self, tag: TenantTag) -> BTreeMap<(FunctionId, GroupId), BTreeMap<CounterKey, u64>> {
+    /// Collects this node's current counts per own lane (restored base plus recorder),
+    /// each lane's counters sorted by key.
+    fn current_counts(&self, tag: TenantTag) -> BTreeMap<(FunctionId, GroupId), Vec<(CounterKey, u64)>> {
         let t = &self.tenants[&tag];
         let groups = self.config.groups;
-        let mut current: BTreeMap<(FunctionId, GroupId), BTreeMap<CounterKey, u64>> = BTreeMap::new();
-        let mut group_cache: BTreeMap<MethodId, GroupId> = BTreeMap::new();
-        let mut group_of = |m: MethodId| *group_cache.entry(m).or_insert_with(|| GroupId::of(m, groups));
-        for ((f, k), v) in &t.base {
-            current.entry((*f, group_of(k.method))).or_default().insert(*k, *v);
-        }
+        let mut current: BTreeMap<(FunctionId, GroupId), Vec<(CounterKey, u64)>> = BTreeMap::new();
+        // The recorder visits its methods in (function, method, tier) order and each
+        // method's counters in key order, so every lane's list comes out sorted.
         t.recorder.visit(|f, k, v| {
-            *current
-                .entry((f, group_of(k.method)))
+            current
+                .entry((f, GroupId::of(k.method, groups)))
                 .or_default()
-                .entry(k)
-                .or_insert(0) += v;
+                .push((k, v));
         });
+        for list in current.values_mut() {
+            if !list.is_sorted_by(|a, b| a.0 < b.0) {
+                sum_sorted(list);
+            }
+        }
+        if !t.base.is_empty() {
+            let mut base: BTreeMap<(FunctionId, GroupId), Vec<(CounterKey, u64)>> = BTreeMap::new();
+            for ((f, k), v) in &t.base {
+                base.entry((*f, GroupId::of(k.method, groups)))
+                    .or_default()
+                    .push((*k, *v));
+            }
+            for (lane, list) in base {
+                let merged = current.entry(lane).or_default();
+                merged.extend(list);
+                sum_sorted(merged);
+            }
+        }
         current
     }
 
@@ -183,7 +238,7 @@ impl Engine {
         let settled_interval = self.config.settled_publish_ms.max(self.publication_interval(tag));
         let default_policy = self.default_policy();
         let t = self.tenants.get_mut(&tag).expect("tenant present");
-        let key = t.creds.signing_key();
+        let key = t.creds.signing_key().clone();
         let cert = *t.creds.cert();
         let tenant = t.tenant;
         let mut out: Vec<Outgoing> = Vec::new();
@@ -201,10 +256,10 @@ impl Engine {
             };
             let changed: Vec<(CounterKey, u64)> = counts
                 .iter()
-                .filter(|(k, v)| **v > held(k) && publishable(k))
-                .map(|(k, v)| (*k, *v))
+                .filter(|(k, v)| *v > held(k) && publishable(k))
+                .copied()
                 .collect();
-            let sum = counts.values().fold(0u64, |a, v| a.wrapping_add(*v));
+            let sum = counts.iter().fold(0u64, |a, (_, v)| a.wrapping_add(*v));
             let quiet = own.round_sum == Some(sum);
             own.round_sum = Some(sum);
             // Settled changes go out when the lane is quiet or has waited long enough;
@@ -231,9 +286,7 @@ impl Engine {
                 own.settled_at = now;
             }
             // The union of what was published and what changes now: the lane's signed state.
-            let mut all: BTreeMap<CounterKey, u64> = own.published.iter().copied().collect();
-            all.extend(changed.iter().copied());
-            let all: Vec<(CounterKey, u64)> = all.into_iter().collect();
+            let all = union_sorted(&own.published, &changed);
             let want_full = own.seq == 0 || own.since_full + 1 >= full_every;
             // A full delta when the lane fits in one; otherwise every counter again in chunks,
             // which lets receivers drop older stored deltas all the same.
@@ -308,6 +361,53 @@ impl Engine {
         self.stats.published_entries += entries_total;
         for bytes in sealed {
             self.push_publish(topic.clone(), bytes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::MethodId;
+    use crate::profile::counter::Counter;
+    use proptest::prelude::*;
+
+    fn key(method: u32, tier: u8, site: u16) -> CounterKey {
+        CounterKey {
+            method: MethodId(method),
+            tier: Tier(tier),
+            counter: if site == 0 {
+                Counter::Invocations
+            } else {
+                Counter::Branch { site, taken: true }
+            },
+        }
+    }
+
+    fn entries() -> impl Strategy<Value = Vec<(CounterKey, u64)>> {
+        proptest::collection::vec(((0..6u32, 0..3u8, 0..3u16), 0..100u64), 0..24)
+            .prop_map(|v| v.into_iter().map(|((m, t, s), x)| (key(m, t, s), x)).collect())
+    }
+
+    proptest! {
+        #[test]
+        fn lists_merge_like_ordered_maps(older in entries(), newer in entries(), extra in entries()) {
+            // Sorted, unique lists as the publication keeps them.
+            let older: Vec<_> = older.into_iter().collect::<BTreeMap<_, _>>().into_iter().collect();
+            let newer: Vec<_> = newer.into_iter().collect::<BTreeMap<_, _>>().into_iter().collect();
+            let mut want: BTreeMap<CounterKey, u64> = older.iter().copied().collect();
+            want.extend(newer.iter().copied());
+            let got = union_sorted(&older, &newer);
+            prop_assert_eq!(got, want.into_iter().collect::<Vec<_>>());
+
+            // Unsorted lists with repeated keys sum per key.
+            let mut sums: BTreeMap<CounterKey, u64> = BTreeMap::new();
+            for (k, v) in &extra {
+                *sums.entry(*k).or_default() += v;
+            }
+            let mut list = extra.clone();
+            sum_sorted(&mut list);
+            prop_assert_eq!(list, sums.into_iter().collect::<Vec<_>>());
         }
     }
 }

@@ -87,6 +87,10 @@ pub struct TenantCredentials {
     cert: SignedCert,
     signing_secret: [u8; 32],
     secrets: TenantSecrets,
+    /// The key expanded from `signing_secret`, kept so signing does not derive the public
+    /// key again each time.
+    #[serde(skip)]
+    signing: SigningKey,
 }
 
 /// The serialized form, checked by [`TenantCredentials::new`] when deserialized.
@@ -133,6 +137,7 @@ impl TenantCredentials {
             cert,
             signing_secret,
             secrets,
+            signing: key,
         })
     }
 
@@ -159,6 +164,7 @@ impl TenantCredentials {
             cert,
             signing_secret: key.to_bytes(),
             secrets,
+            signing: key,
         }
     }
 
@@ -182,8 +188,8 @@ impl TenantCredentials {
         &self.secrets
     }
 
-    pub(crate) fn signing_key(&self) -> SigningKey {
-        SigningKey::from_bytes(&self.signing_secret)
+    pub(crate) fn signing_key(&self) -> &SigningKey {
+        &self.signing
     }
 
     /// Replaces the certificate (renewal); it must be for the same key and tenant.
