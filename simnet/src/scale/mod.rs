@@ -454,7 +454,9 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
     let mut warm = 0u64;
     let mut ns_warm = 0u64;
     let mut calls_per_method = vec![vec![0u64; c.methods as usize]; nt];
-    let mut recorded: BTreeMap<(usize, u32, u8), u64> = BTreeMap::new();
+    // Calls recorded per (tenant, method, tier), at `(ti * methods + m) * 3 + tier`.
+    let mut recorded = vec![0u64; nt * c.methods as usize * 3];
+    let slot = |ti: usize, m: u32, tier: u8| (ti * c.methods as usize + m as usize) * 3 + usize::from(tier);
     let mut lost: BTreeMap<(usize, u32, u8), u64> = BTreeMap::new();
     let mut churned = ChurnCounts::default();
     let mut install_violations = 0u64;
@@ -649,7 +651,7 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
             let tier = rt.tier[ti][m];
             rt.profilers[ti][m][usize::from(tier)].record_invocation();
             timeline.call(world.now_us, ti, m as u32, tier);
-            *recorded.entry((ti, m as u32, tier)).or_insert(0) += 1;
+            recorded[slot(ti, m as u32, tier)] += 1;
             calls_per_method[ti][m] += 1;
             if tier < 2 {
                 warm += 1;
@@ -714,8 +716,7 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
             let tenant_exact = e.profile(id, &function).is_some_and(|view| {
                 (0..c.methods).all(|m| {
                     (0..3u8).all(|t| {
-                        let want = recorded.get(&(ti, m, t)).copied().unwrap_or(0)
-                            - lost.get(&(ti, m, t)).copied().unwrap_or(0);
+                        let want = recorded[slot(ti, m, t)] - lost.get(&(ti, m, t)).copied().unwrap_or(0);
                         view.count(MethodId(m), Tier(t), Counter::Invocations) == want
                     })
                 })
