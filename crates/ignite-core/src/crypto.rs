@@ -7,7 +7,6 @@ use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
 use ed25519_dalek::{Signer, SigningKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha512};
-use std::collections::{BTreeSet, VecDeque};
 
 /// Domain-separation prefixes: every signature made by Ignite covers one of these first,
 /// so it can never be taken for a signature of another protocol or another message kind.
@@ -245,63 +244,134 @@ pub fn verify_many(items: &[BatchItem<'_>]) -> Vec<Result<(), SigError>> {
 }
 
 /// A bounded set of hashes of messages already verified (or already processed), so that a
-/// duplicate costs one hash instead of a signature check. First in, first out when full.
+/// duplicate costs one hash instead of a signature check.
 ///
-/// Each 32-byte blake3 hash is held as its first 16 bytes (about 40 bytes per entry with
-/// the set and the eviction queue, instead of about 80): treating a different message as
-/// seen would take a second preimage of 128 bits of blake3.
+/// Each 32-byte blake3 hash is held as its first 16 bytes: treating a different message as
+/// seen would take a second preimage of 128 bits of blake3. The hashes are kept in sets of
+/// [`SEEN_WAYS`] slots chosen by a mix of the fingerprint; the table doubles while it has
+/// fewer sets than the capacity allows, and once it has them all, a full set replaces its
+/// oldest entry. A lookup reads one set (two cache lines) instead of walking a tree.
+///
+/// Forgetting a hash is always safe: a message whose hash was replaced is checked in full
+/// again if it comes back, and applying it again changes nothing. Someone able to send
+/// accepted messages could choose them so that their hashes fall into one set and push out
+/// the others of that set; that costs them [`SEEN_WAYS`] accepted messages and about as
+/// many hashes as there are sets per message, and costs the receiver only full checks of
+/// the duplicates it then receives.
 #[derive(Debug)]
 pub struct SeenCache {
-    set: BTreeSet<u128>,
-    order: VecDeque<u128>,
-    cap: usize,
+    /// The slots of each set, oldest first until the set is full.
+    slots: Vec<[u128; SEEN_WAYS]>,
+    /// Entries held per set.
+    fill: Vec<u8>,
+    /// Per full set, the slot holding its oldest entry (replaced next).
+    next: Vec<u8>,
+    /// Slots used per set (fewer than [`SEEN_WAYS`] only for tiny capacities).
+    ways: usize,
+    /// Sets at full size (a power of two).
+    max_sets: usize,
+    len: usize,
 }
+
+/// Slots per set of a [`SeenCache`].
+pub const SEEN_WAYS: usize = 8;
 
 /// The part of a hash a [`SeenCache`] keeps.
 fn fingerprint(hash: &[u8; 32]) -> u128 {
     u128::from_le_bytes(hash[..16].try_into().expect("16 bytes"))
 }
 
+/// The set of fingerprint `f` in a table of `sets` sets (a power of two): the top bits of
+/// a multiplicative mix, which depend on every bit of the fingerprint. Doubling the table
+/// appends one bit, so each new set takes its entries from one old set.
+fn set_of(f: u128, sets: usize) -> usize {
+    let h = (f as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((f >> 64) as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    match sets.trailing_zeros() {
+        0 => 0,
+        bits => (h >> (64 - bits)) as usize,
+    }
+}
+
 impl SeenCache {
-    /// A cache holding at most `cap` hashes.
+    /// A cache holding at most `cap` hashes (rounded down to a power of two times the set
+    /// size).
     pub fn new(cap: usize) -> SeenCache {
+        let cap = cap.max(1);
+        let ways = cap.min(SEEN_WAYS);
+        let sets = (cap / ways).max(1);
+        let max_sets = 1 << (usize::BITS - 1 - sets.leading_zeros());
         SeenCache {
-            set: BTreeSet::new(),
-            order: VecDeque::new(),
-            cap: cap.max(1),
+            slots: vec![[0; SEEN_WAYS]],
+            fill: vec![0],
+            next: vec![0],
+            ways,
+            max_sets,
+            len: 0,
         }
     }
 
     /// Whether `hash` is in the cache.
     pub fn contains(&self, hash: &[u8; 32]) -> bool {
-        self.set.contains(&fingerprint(hash))
+        let f = fingerprint(hash);
+        let s = set_of(f, self.slots.len());
+        self.slots[s][..usize::from(self.fill[s])].contains(&f)
     }
 
     /// Inserts `hash`; returns false if it was already there.
     pub fn insert(&mut self, hash: [u8; 32]) -> bool {
-        let f = fingerprint(&hash);
-        if !self.set.insert(f) {
+        if self.contains(&hash) {
             return false;
         }
-        // Evict before pushing: the queue never holds more than `cap` (a power-of-two cap
-        // is never exceeded by its allocation).
-        while self.order.len() >= self.cap {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
+        let f = fingerprint(&hash);
+        loop {
+            let s = set_of(f, self.slots.len());
+            let fill = usize::from(self.fill[s]);
+            if fill < self.ways {
+                self.slots[s][fill] = f;
+                self.fill[s] += 1;
+                self.len += 1;
+                return true;
+            }
+            if self.slots.len() < self.max_sets {
+                self.grow();
+                continue;
+            }
+            let oldest = usize::from(self.next[s]);
+            self.slots[s][oldest] = f;
+            self.next[s] = ((oldest + 1) % self.ways) as u8;
+            return true;
+        }
+    }
+
+    /// Doubles the number of sets. Each old set splits into two new ones, so no new set
+    /// overflows, and each keeps its entries oldest first.
+    fn grow(&mut self) {
+        let sets = self.slots.len() * 2;
+        let mut slots = vec![[0u128; SEEN_WAYS]; sets];
+        let mut fill = vec![0u8; sets];
+        for (s, held) in self.slots.iter().enumerate() {
+            let n = usize::from(self.fill[s]);
+            // Oldest first: from the replacement cursor round (0 while the set was filling).
+            for i in 0..n {
+                let f = held[(usize::from(self.next[s]) + i) % n];
+                let t = set_of(f, sets);
+                slots[t][usize::from(fill[t])] = f;
+                fill[t] += 1;
             }
         }
-        self.order.push_back(f);
-        true
+        self.slots = slots;
+        self.fill = fill;
+        self.next = vec![0; sets];
     }
 
     /// Number of hashes held.
     pub fn len(&self) -> usize {
-        self.set.len()
+        self.len
     }
 
     /// Whether the cache is empty.
     pub fn is_empty(&self) -> bool {
-        self.set.is_empty()
+        self.len == 0
     }
 }
 
@@ -417,5 +487,38 @@ mod tests {
         tail[16] = 1;
         assert!(c.contains(&tail));
         assert_eq!(c.len(), 17);
+    }
+
+    #[test]
+    fn seen_cache_keeps_recent_hashes_within_its_capacity() {
+        let cap = 1 << 12;
+        let mut c = SeenCache::new(cap);
+        let h = |i: u64| *blake3::hash(&i.to_le_bytes()).as_bytes();
+        for i in 0..(10 * cap as u64) {
+            assert!(c.insert(h(i)), "new hash {i} taken for seen");
+            assert!(!c.insert(h(i)));
+            assert!(c.len() <= cap);
+            // The newest hashes of every set are kept: the last few overall always are.
+            for j in i.saturating_sub(SEEN_WAYS as u64 - 1)..=i {
+                assert!(c.contains(&h(j)), "hash {j} forgotten at {i}");
+            }
+        }
+        assert_eq!(c.len(), cap);
+        // An entry lives about `cap` insertions: nearly all of the last half are held,
+        // and little of what came more than twice the capacity ago.
+        let end = 10 * cap as u64;
+        let recent = (end - cap as u64 / 2..end).filter(|i| c.contains(&h(*i))).count();
+        assert!(recent > cap / 2 * 95 / 100, "{recent} of the last {} held", cap / 2);
+        let old = (end - 4 * cap as u64..end - 2 * cap as u64)
+            .filter(|i| c.contains(&h(*i)))
+            .count();
+        assert!(old < cap / 100, "{old} hashes older than twice the capacity held");
+        // Growing keeps everything: below the first overflow nothing is lost.
+        let mut c = SeenCache::new(cap);
+        for i in 0..64 {
+            c.insert(h(i));
+        }
+        assert!((0..64).all(|i| c.contains(&h(i))));
+        assert_eq!(c.len(), 64);
     }
 }
