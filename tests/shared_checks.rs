@@ -56,6 +56,63 @@ fn shared_checks_change_no_output_and_verify_each_signature_once() {
     let (work, opens) = cache.work();
     assert_eq!(work, verified_shared);
     assert!(opens > 0 && sum(&shared, |s| s.opens_shared) > opens);
+    // Each received delta's entries are decoded by the first engine applying it.
+    let (decoded, reused) = cache.decodes();
+    assert!(
+        decoded > 0 && reused > 4 * decoded,
+        "{decoded} decoded, {reused} reused"
+    );
+}
+
+/// Entries another engine decoded are still held to this engine's own limits.
+#[test]
+fn shared_decoded_entries_are_checked_against_each_engines_limits() {
+    use common::DeltaSpec;
+    use common::rx::Rx;
+    use ignite::{Config, Counter, CounterKey, MethodId, Tier};
+
+    let cache = SharedChecks::new(1 << 10);
+    let with = |max_entries: Option<usize>| {
+        let mut config = Config {
+            seed: 1,
+            shared: Some(cache.clone()),
+            ..Config::default()
+        };
+        if let Some(max) = max_entries {
+            config.limits.max_entries_per_delta = max;
+        }
+        Rx::with_config(config)
+    };
+    let (mut roomy, mut strict) = (with(None), with(Some(2)));
+    let key = |counter| CounterKey {
+        method: MethodId(7),
+        tier: Tier(0),
+        counter,
+    };
+    let spec = DeltaSpec::new(
+        roomy.f,
+        1,
+        vec![
+            (key(Counter::Invocations), 5),
+            (key(Counter::Backedges), 9),
+            (key(Counter::Deopts), 1),
+        ],
+    );
+    let sender = roomy.sender(2);
+    let bytes = roomy.message(&sender, &spec);
+    roomy.accept(&sender, &spec);
+    assert_eq!(cache.decodes().0, 1);
+    // The strict engine refuses it as an engine deciding alone does.
+    let mut alone = Rx::with_config(Config {
+        seed: 1,
+        limits: strict.engine.config().limits,
+        ..Config::default()
+    });
+    let refused = alone.deliver(&bytes);
+    assert!(refused.is_err());
+    assert_eq!(strict.deliver(&bytes), refused);
+    assert_eq!(cache.decodes(), (1, 1), "the strict engine took the shared entries");
+    assert_eq!(strict.count_of(&strict.f), 0);
 }
 
 /// A presence's statement hash is taken from another engine's stored copy only when the

@@ -3,6 +3,7 @@
 use super::{Accepted, Engine, Event, Output, Rejection, tier_threshold};
 use crate::crypto::{self, BatchItem};
 use crate::ids::{FunctionId, GroupId, MethodId, MethodKey, TenantTag, Tier, Timestamp};
+use crate::profile::counter::CounterKey;
 use crate::profile::{Evidence, LaneId, StoredDelta};
 use crate::tenancy::{CertError, Roles, SignedCert};
 use crate::wire::{self, DeltaBatch};
@@ -158,7 +159,15 @@ impl Engine {
                 Some(s) => s.intern_delta(&hash, make),
                 None => Arc::new(make()),
             };
-            match self.apply_delta(now, *tag, &signer, &lane, stored, touched.entry(*tag).or_default()) {
+            match self.apply_delta(
+                now,
+                *tag,
+                &signer,
+                &lane,
+                stored,
+                Some(&hash),
+                touched.entry(*tag).or_default(),
+            ) {
                 Ok(dup) => {
                     self.seen_deltas.insert(hash);
                     if dup {
@@ -184,7 +193,9 @@ impl Engine {
             .collect()
     }
 
-    /// Applies one verified delta. Returns whether it was already held.
+    /// Applies one verified delta; `hash` is its delta hash when it came from the network.
+    /// Returns whether it was already held.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn apply_delta(
         &mut self,
         now: Timestamp,
@@ -192,6 +203,7 @@ impl Engine {
         signer: &SignedCert,
         lane: &LaneId,
         stored: Arc<StoredDelta>,
+        hash: Option<&[u8; 32]>,
         touched: &mut Vec<(FunctionId, MethodId)>,
     ) -> Result<bool, Rejection> {
         let limits = self.config.limits;
@@ -227,7 +239,28 @@ impl Engine {
         if stored.seq == 0 || stored.seq == u32::MAX {
             return Err(crate::wire::WireError::Malformed("seq out of range".into()).into());
         }
-        let entries = wire::decode_entries(&stored.entries, &limits)?;
+        // Entries another engine of this process decoded are not decoded again; the count
+        // is still checked against this engine's limits.
+        let shared_entries = match (hash, &self.config.shared) {
+            (Some(h), Some(s)) => Some(s.decoded(h, || wire::decode_entries(&stored.entries, &limits))?),
+            _ => None,
+        };
+        let decoded;
+        let entries: &[(CounterKey, u64)] = match &shared_entries {
+            Some(e) if e.len() > limits.max_entries_per_delta => {
+                return Err(crate::wire::WireError::TooMany {
+                    what: "entries",
+                    count: e.len(),
+                    max: limits.max_entries_per_delta,
+                }
+                .into());
+            }
+            Some(e) => e,
+            None => {
+                decoded = wire::decode_entries(&stored.entries, &limits)?;
+                &decoded
+            }
+        };
         // Publishers send only counters that rose, so never an empty delta or a zero value.
         if entries.is_empty() || entries.iter().any(|(_, v)| *v == 0) {
             return Err(crate::wire::WireError::Malformed("empty delta or zero value".into()).into());
@@ -271,7 +304,7 @@ impl Engine {
         let out = state.apply_watched(
             lane,
             &stored,
-            &entries,
+            entries,
             &limits,
             shared,
             &watch,

@@ -337,7 +337,15 @@ impl Engine {
         // Apply our own deltas locally through the same path as everyone else's.
         let mut touched = Vec::new();
         for o in &out {
-            if let Err(e) = self.apply_delta(now, tag, &o.cert, &o.lane, Arc::new(o.delta.clone()), &mut touched) {
+            if let Err(e) = self.apply_delta(
+                now,
+                tag,
+                &o.cert,
+                &o.lane,
+                Arc::new(o.delta.clone()),
+                None,
+                &mut touched,
+            ) {
                 tracing::error!(reason = %e, "own delta not applied");
             }
         }

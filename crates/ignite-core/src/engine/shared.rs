@@ -16,13 +16,24 @@
 //! otherwise dominate memory. A presence's statement hash (which lists up to
 //! `max_presence_installed` installed keys) is computed by the first engine storing it;
 //! the others compare the presence they receive with that copy in full instead.
+//!
+//! The entries of the most recent signed deltas ([`DECODED_CAP`]) are kept decoded, so
+//! the engines that receive a delta after the first do not decode it again; each engine
+//! still checks them against its own limits.
 
 use crate::code::{Manifest, Presence, Signed};
 use crate::crypto::{SeenCache, SigBytes};
 use crate::profile::StoredDelta;
+use crate::profile::counter::CounterKey;
 use crate::profile::lane::Cell;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
+
+/// Decoded delta entries kept for the engines that receive the same delta later.
+pub(crate) const DECODED_CAP: usize = 1024;
+
+/// Decoded entries of one signed delta, shared by the engines that apply it.
+pub(crate) type Entries = Arc<[(CounterKey, u64)]>;
 
 /// One shared copy per key of a value engines store, held only while some engine holds it.
 struct Interner<T: ?Sized, K = [u8; 32]> {
@@ -94,6 +105,11 @@ struct Inner {
     manifests: Interner<Signed<Manifest>>,
     /// Lane values by a hint of lane and state, compared in full before sharing.
     cells: Interner<Vec<Cell>, u64>,
+    /// Decoded entries of recent deltas by delta hash, oldest first in `decoded_order`.
+    decoded: BTreeMap<[u8; 32], Entries>,
+    decoded_order: VecDeque<[u8; 32]>,
+    /// Deltas decoded, and decodings reused.
+    decodes: (u64, u64),
 }
 
 /// Signature checks and decryptions that succeeded, shared by engines (see the module
@@ -128,11 +144,48 @@ impl SharedChecks {
             blobs: Interner::new(),
             manifests: Interner::new(),
             cells: Interner::new(),
+            decoded: BTreeMap::new(),
+            decoded_order: VecDeque::new(),
+            decodes: (0, 0),
         })))
+    }
+
+    /// The entries of the delta identified by `hash` (a hash covering its encoded
+    /// entries): decoded by another engine, or by `decode` now. A decoding error is not
+    /// kept.
+    pub(crate) fn decoded<E>(
+        &self,
+        hash: &[u8; 32],
+        decode: impl FnOnce() -> Result<Vec<(CounterKey, u64)>, E>,
+    ) -> Result<Entries, E> {
+        {
+            let mut g = self.lock();
+            if let Some(e) = g.decoded.get(hash).cloned() {
+                g.decodes.1 += 1;
+                return Ok(e);
+            }
+        }
+        let entries: Entries = decode()?.into();
+        let mut g = self.lock();
+        g.decodes.0 += 1;
+        if g.decoded.insert(*hash, entries.clone()).is_none() {
+            g.decoded_order.push_back(*hash);
+            while g.decoded_order.len() > DECODED_CAP {
+                if let Some(old) = g.decoded_order.pop_front() {
+                    g.decoded.remove(&old);
+                }
+            }
+        }
+        Ok(entries)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Delta entries decoded by the engines sharing this cache, and decodings reused.
+    pub fn decodes(&self) -> (u64, u64) {
+        self.lock().decodes
     }
 
     /// Whether the signature identified by `hash` (a hash covering key, message and
