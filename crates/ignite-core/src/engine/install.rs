@@ -166,13 +166,26 @@ impl Engine {
         if matches!(scope, Scope::All) && !t.code.transfers.is_empty() {
             // Transfers no current manifest wants are dropped, except those of any manifest
             // held (re-promotion fetches older generations).
-            let held_blobs: BTreeSet<[u8; 32]> = manifests
-                .values()
-                .flat_map(|g| g.values().map(|m| m.statement.blob_hash))
-                .collect();
-            t.code
+            // One walk over the manifests looks for the few transfers not wanted now.
+            let mut unwanted: Vec<([u8; 32], bool)> = t
+                .code
                 .transfers
-                .retain(|h, _| wanted.contains(h) || held_blobs.contains(h));
+                .keys()
+                .filter(|h| !wanted.contains(*h))
+                .map(|h| (*h, false))
+                .collect();
+            if !unwanted.is_empty() {
+                for m in manifests.values().flat_map(|g| g.values()) {
+                    if let Ok(i) = unwanted.binary_search_by(|(h, _)| h.cmp(&m.statement.blob_hash)) {
+                        unwanted[i].1 = true;
+                    }
+                }
+                for (h, held) in unwanted {
+                    if !held {
+                        t.code.transfers.remove(&h);
+                    }
+                }
+            }
         }
         let fresh_unstored = fresh.filter(|(h, _)| !t.code.blobs.contains(h));
         if t.code.installs_version == pins_before && fresh_unstored.is_none() {
@@ -309,13 +322,15 @@ impl Engine {
             let next = match sources.iter().find(|p| !tr.tried.contains(p)) {
                 Some(p) => Some(*p),
                 None => {
-                    let others: Vec<Peer> = t
-                        .peers
-                        .iter()
-                        .filter(|p| !sources.contains(p) && !tr.tried.contains(p))
-                        .copied()
-                        .collect();
-                    (!others.is_empty()).then(|| others[self.rng.below(others.len() as u64) as usize])
+                    // The i-th of the other peers, counted twice instead of collected.
+                    let mut sorted: Vec<Peer> = sources.to_vec();
+                    sorted.sort_unstable();
+                    let other = |p: &&Peer| sorted.binary_search(p).is_err() && !tr.tried.contains(p);
+                    let n = t.peers.iter().filter(other).count();
+                    (n > 0).then(|| {
+                        let i = self.rng.below(n as u64) as usize;
+                        *t.peers.iter().filter(other).nth(i).expect("i < n")
+                    })
                 }
             };
             let t = self.tenants.get_mut(&tag).expect("tenant present");
