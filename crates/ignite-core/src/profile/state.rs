@@ -65,6 +65,26 @@ fn fixed_id(k: &CounterKey) -> Option<u32> {
         .then(|| k.method.0 << 2 | u32::from(k.tier.0))
 }
 
+/// The row of `method` in `rows` (sorted by method) as a binary search would give it, when
+/// it is found by scanning at most 16 rows from `from`; `None` otherwise.
+fn row_after<T>(rows: &[(MethodId, T)], from: usize, method: MethodId) -> Option<Result<usize, usize>> {
+    let mut j = from.min(rows.len());
+    if j > 0 && rows[j - 1].0 >= method {
+        return None;
+    }
+    let end = rows.len().min(j + 16);
+    while j < end && rows[j].0 < method {
+        j += 1;
+    }
+    match rows.get(j) {
+        Some((m, _)) if *m == method => Some(Ok(j)),
+        Some((m, _)) if *m > method => Some(Err(j)),
+        // Still below `method` after 16 rows.
+        Some(_) => None,
+        None => Some(Err(j)),
+    }
+}
+
 /// Where an invocation counter's sum also goes in `FunctionState::invocations`.
 fn inv_slot(k: &CounterKey) -> Option<usize> {
     (k.counter == Counter::Invocations && usize::from(k.tier.0) < INV_TIERS).then_some(usize::from(k.tier.0))
@@ -394,12 +414,19 @@ impl FunctionState {
                 ^ u64::from(lane.group.0).rotate_left(48);
             l.share_values(shared, hint);
         }
+        // Increments come in key order, so invocation counters in method order: each one's
+        // row is looked for a few rows past the previous one before a binary search.
+        let mut hint = 0usize;
         for (k, inc) in &out.increments {
             let Some(slot) = inv_slot(k) else {
                 *self.sums.entry(*k).or_insert(0) += inc;
                 continue;
             };
-            let i = match self.invocation_index(k.method) {
+            let found = row_after(&self.invocations, hint, k.method).unwrap_or_else(|| self.invocation_index(k.method));
+            hint = match found {
+                Ok(i) | Err(i) => i,
+            };
+            let i = match found {
                 Ok(i) => i,
                 Err(i) => {
                     self.invocations.insert(i, (k.method, [0; INV_TIERS]));
@@ -744,5 +771,25 @@ mod tests {
             s.merged_counters().collect::<Vec<_>>()
         );
         assert_eq!(restored.invocations, s.invocations);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_row_found_by_scanning_is_the_one_a_binary_search_finds(
+            methods in proptest::collection::btree_set(0..300u32, 0..80),
+            from in 0..100usize,
+            method in 0..300u32,
+        ) {
+            let rows: Vec<(MethodId, ())> = methods.into_iter().map(|m| (MethodId(m), ())).collect();
+            let method = MethodId(method);
+            if let Some(found) = row_after(&rows, from, method) {
+                proptest::prop_assert_eq!(found, rows.binary_search_by_key(&method, |(m, _)| *m));
+            }
+            // Scanning from the row a binary search gives finds it.
+            let at = match rows.binary_search_by_key(&method, |(m, _)| *m) {
+                Ok(i) | Err(i) => i,
+            };
+            proptest::prop_assert!(row_after(&rows, at, method).is_some());
+        }
     }
 }
