@@ -312,19 +312,23 @@ impl SeenCache {
 
     /// Whether `hash` is in the cache.
     pub fn contains(&self, hash: &[u8; 32]) -> bool {
-        let f = fingerprint(hash);
+        self.holds(fingerprint(hash)).1
+    }
+
+    /// The set of fingerprint `f`, and whether it holds `f`.
+    fn holds(&self, f: u128) -> (usize, bool) {
         let s = set_of(f, self.slots.len());
-        self.slots[s][..usize::from(self.fill[s])].contains(&f)
+        (s, self.slots[s][..usize::from(self.fill[s])].contains(&f))
     }
 
     /// Inserts `hash`; returns false if it was already there.
     pub fn insert(&mut self, hash: [u8; 32]) -> bool {
-        if self.contains(&hash) {
+        let f = fingerprint(&hash);
+        let (mut s, held) = self.holds(f);
+        if held {
             return false;
         }
-        let f = fingerprint(&hash);
         loop {
-            let s = set_of(f, self.slots.len());
             let fill = usize::from(self.fill[s]);
             if fill < self.ways {
                 self.slots[s][fill] = f;
@@ -334,6 +338,7 @@ impl SeenCache {
             }
             if self.slots.len() < self.max_sets {
                 self.grow();
+                s = set_of(f, self.slots.len());
                 continue;
             }
             let oldest = usize::from(self.next[s]);

@@ -247,15 +247,10 @@ impl Engine {
         };
         let decoded;
         let entries: &[(CounterKey, u64)] = match &shared_entries {
-            Some(e) if e.len() > limits.max_entries_per_delta => {
-                return Err(crate::wire::WireError::TooMany {
-                    what: "entries",
-                    count: e.len(),
-                    max: limits.max_entries_per_delta,
-                }
-                .into());
+            Some(e) => {
+                wire::check_entry_count(e.len(), &limits)?;
+                e
             }
-            Some(e) => e,
             None => {
                 decoded = wire::decode_entries(&stored.entries, &limits)?;
                 &decoded

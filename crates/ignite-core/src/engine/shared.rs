@@ -35,6 +35,38 @@ pub(crate) const DECODED_CAP: usize = 1024;
 /// Decoded entries of one signed delta, shared by the engines that apply it.
 pub(crate) type Entries = Arc<[(CounterKey, u64)]>;
 
+/// The values of the last `cap` keys inserted, oldest dropped first.
+struct Recent<V> {
+    map: BTreeMap<[u8; 32], V>,
+    order: VecDeque<[u8; 32]>,
+    cap: usize,
+}
+
+impl<V: Clone> Recent<V> {
+    fn new(cap: usize) -> Recent<V> {
+        Recent {
+            map: BTreeMap::new(),
+            order: VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<V> {
+        self.map.get(key).cloned()
+    }
+
+    fn insert(&mut self, key: [u8; 32], value: V) {
+        if self.map.insert(key, value).is_none() {
+            self.order.push_back(key);
+            while self.order.len() > self.cap {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+    }
+}
+
 /// One shared copy per key of a value engines store, held only while some engine holds it.
 struct Interner<T: ?Sized, K = [u8; 32]> {
     map: BTreeMap<K, Weak<T>>,
@@ -84,9 +116,8 @@ impl<T: ?Sized, K: Ord + Copy> Interner<T, K> {
 
 struct Inner {
     verified: SeenCache,
-    opened: BTreeMap<[u8; 32], Arc<[u8]>>,
-    order: VecDeque<[u8; 32]>,
-    cap: usize,
+    /// Plaintexts of recently opened messages.
+    opened: Recent<Arc<[u8]>>,
     verifications: u64,
     opens: u64,
     /// Stored signed deltas by delta hash.
@@ -105,9 +136,8 @@ struct Inner {
     manifests: Interner<Signed<Manifest>>,
     /// Lane values by a hint of lane and state, compared in full before sharing.
     cells: Interner<Vec<Cell>, u64>,
-    /// Decoded entries of recent deltas by delta hash, oldest first in `decoded_order`.
-    decoded: BTreeMap<[u8; 32], Entries>,
-    decoded_order: VecDeque<[u8; 32]>,
+    /// Decoded entries of recent deltas by delta hash.
+    decoded: Recent<Entries>,
     /// Deltas decoded, and decodings reused.
     decodes: (u64, u64),
 }
@@ -132,9 +162,7 @@ impl SharedChecks {
     pub fn new(cap: usize) -> SharedChecks {
         SharedChecks(Arc::new(Mutex::new(Inner {
             verified: SeenCache::new(cap),
-            opened: BTreeMap::new(),
-            order: VecDeque::new(),
-            cap: cap.max(1),
+            opened: Recent::new(cap),
             verifications: 0,
             opens: 0,
             deltas: Interner::new(),
@@ -144,8 +172,7 @@ impl SharedChecks {
             blobs: Interner::new(),
             manifests: Interner::new(),
             cells: Interner::new(),
-            decoded: BTreeMap::new(),
-            decoded_order: VecDeque::new(),
+            decoded: Recent::new(DECODED_CAP),
             decodes: (0, 0),
         })))
     }
@@ -160,7 +187,7 @@ impl SharedChecks {
     ) -> Result<Entries, E> {
         {
             let mut g = self.lock();
-            if let Some(e) = g.decoded.get(hash).cloned() {
+            if let Some(e) = g.decoded.get(hash) {
                 g.decodes.1 += 1;
                 return Ok(e);
             }
@@ -168,14 +195,7 @@ impl SharedChecks {
         let entries: Entries = decode()?.into();
         let mut g = self.lock();
         g.decodes.0 += 1;
-        if g.decoded.insert(*hash, entries.clone()).is_none() {
-            g.decoded_order.push_back(*hash);
-            while g.decoded_order.len() > DECODED_CAP {
-                if let Some(old) = g.decoded_order.pop_front() {
-                    g.decoded.remove(&old);
-                }
-            }
-        }
+        g.decoded.insert(*hash, entries.clone());
         Ok(entries)
     }
 
@@ -203,7 +223,7 @@ impl SharedChecks {
 
     /// The plaintext of the sealed message identified by `key`, if an engine opened it.
     pub(crate) fn opened(&self, key: &[u8; 32]) -> Option<Arc<[u8]>> {
-        self.lock().opened.get(key).cloned()
+        self.lock().opened.get(key)
     }
 
     /// Records a successful decryption actually performed; returns the shared plaintext.
@@ -211,14 +231,7 @@ impl SharedChecks {
         let plain: Arc<[u8]> = plain.into();
         let mut g = self.lock();
         g.opens += 1;
-        if g.opened.insert(key, plain.clone()).is_none() {
-            g.order.push_back(key);
-            while g.order.len() > g.cap {
-                if let Some(old) = g.order.pop_front() {
-                    g.opened.remove(&old);
-                }
-            }
-        }
+        g.opened.insert(key, plain.clone());
         plain
     }
 

@@ -454,17 +454,23 @@ pub fn encode_entries(entries: &[(CounterKey, u64)]) -> Vec<u8> {
     out
 }
 
+/// Refuses a delta of more than `limits.max_entries_per_delta` entries.
+pub fn check_entry_count(count: usize, limits: &Limits) -> Result<(), WireError> {
+    if count > limits.max_entries_per_delta {
+        return Err(WireError::TooMany {
+            what: "entries",
+            count,
+            max: limits.max_entries_per_delta,
+        });
+    }
+    Ok(())
+}
+
 /// Decodes counter values, checking the count bound, tiers and strict ordering.
 pub fn decode_entries(bytes: &[u8], limits: &Limits) -> Result<Vec<(CounterKey, u64)>, WireError> {
     // The length prefix is checked before any allocation.
     let (count, _) = postcard::take_from_bytes::<u32>(bytes).map_err(WireError::from)?;
-    if count as usize > limits.max_entries_per_delta {
-        return Err(WireError::TooMany {
-            what: "entries",
-            count: count as usize,
-            max: limits.max_entries_per_delta,
-        });
-    }
+    check_entry_count(count as usize, limits)?;
     let (wire, rest): (Vec<WireEntry>, &[u8]) = postcard::take_from_bytes(bytes)?;
     if !rest.is_empty() {
         return Err(WireError::Malformed("trailing bytes in entries".into()));
