@@ -394,12 +394,14 @@ fn messages_arriving_together_are_verified_in_one_batch() {
     msgs.insert(2, forged);
     let mut batched = engine(0, 1);
     batched.join_tenant(T0, creds(&root, &secrets, 0, Roles::ALL)).unwrap();
+    // A message sent twice in the batch is processed once; the batched engine takes each
+    // message's hash from the driver, the other computes it.
+    msgs.push(msgs[0].clone());
     let incoming: Vec<Incoming<'_>> = msgs
         .iter()
         .map(|m| Incoming {
-            from: ignite::Peer(1),
-            topic: None,
-            bytes: m,
+            hash: Some(ignite::MessageHash::of(m)),
+            ..Incoming::new(ignite::Peer(1), None, m)
         })
         .collect();
     let results = batched.handle_messages(T0, &incoming);
@@ -411,7 +413,8 @@ fn messages_arriving_together_are_verified_in_one_batch() {
         .collect();
     assert_eq!(results, one_by_one);
     assert!(results[2].is_err());
-    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 5);
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 6);
+    assert!(results[6].as_ref().is_ok_and(|a| a.duplicate_message));
     let view = batched.profile(&root.id(), &f).unwrap();
     for i in 1..=5u32 {
         assert_eq!(

@@ -242,16 +242,8 @@ fn equivocating_node_is_banned_for_later_messages_of_the_same_handle_messages_ca
     let conflicting = rx.message(&s2, &spec(rx.f, 1, 11));
     let next = rx.message(&s2, &spec(rx.f, 2, 1_000));
     let incoming = [
-        Incoming {
-            from: Peer(2),
-            topic: Some(&rx.topic),
-            bytes: &conflicting,
-        },
-        Incoming {
-            from: Peer(2),
-            topic: Some(&rx.topic),
-            bytes: &next,
-        },
+        Incoming::new(Peer(2), Some(&rx.topic), &conflicting),
+        Incoming::new(Peer(2), Some(&rx.topic), &next),
     ];
     // Documented as equivalent to handle_message for each message in order.
     let results = rx.engine.handle_messages(NOW, &incoming);

@@ -62,6 +62,110 @@ fn shared_checks_change_no_output_and_verify_each_signature_once() {
         decoded > 0 && reused > 4 * decoded,
         "{decoded} decoded, {reused} reused"
     );
+    // And merged by it: the engines after it hold the lane in the same state and take
+    // the result.
+    let (merged, reused) = cache.merges();
+    assert!(merged > 0 && reused > 4 * merged, "{merged} merged, {reused} reused");
+}
+
+/// A lane merge recorded by one engine is taken only by an engine that holds the lane in
+/// the same state and merges under the same caps; the others merge themselves and end as
+/// an engine alone would.
+#[test]
+fn a_shared_merge_is_taken_only_from_the_same_lane_state_under_the_same_caps() {
+    use common::DeltaSpec;
+    use common::rx::Rx;
+    use ignite::profile::CapConfig;
+    use ignite::{Config, Counter, CounterKey, GroupId, MethodId, Tier};
+
+    let cache = SharedChecks::new(1 << 10);
+    let tight = CapConfig {
+        max_increments_per_s: 10,
+        burst: 5,
+    };
+    let with = |shared: bool, cap: CapConfig| {
+        Rx::with_config(Config {
+            seed: 1,
+            shared: shared.then(|| cache.clone()),
+            cap,
+            ..Config::default()
+        })
+    };
+    let mut first = with(true, CapConfig::default());
+    let groups = first.engine.config().groups;
+    // Two methods of one group, so both deltas are of one lane.
+    let other = (8..)
+        .find(|m| GroupId::of(MethodId(*m), groups) == GroupId::of(MethodId(7), groups))
+        .unwrap();
+    let key = |m: u32| CounterKey {
+        method: MethodId(m),
+        tier: Tier(0),
+        counter: Counter::Invocations,
+    };
+    let sender = first.sender(2);
+    let d1 = DeltaSpec::new(first.f, 1, vec![(key(7), 10)]);
+    let d2 = DeltaSpec::new(first.f, 2, vec![(key(other), 1_000)]);
+    let (b1, b2) = (first.message(&sender, &d1), first.message(&sender, &d2));
+    let counts = |rx: &Rx| {
+        let view = rx.engine.profile(&rx.tenant, &rx.f).unwrap();
+        [7, other].map(|m| view.count(MethodId(m), Tier(0), Counter::Invocations))
+    };
+    for b in [&b1, &b2] {
+        assert!(first.deliver(b).is_ok());
+    }
+    assert_eq!(counts(&first), [10, 1_000]);
+    assert_eq!(cache.merges(), (2, 0));
+
+    // The same state, the same caps: both merges are taken.
+    let mut same = with(true, CapConfig::default());
+    for b in [&b1, &b2] {
+        assert!(same.deliver(b).is_ok());
+    }
+    assert_eq!(counts(&same), [10, 1_000]);
+    assert_eq!(cache.merges(), (2, 2));
+
+    // An engine that missed the first delta merges the second itself: taking the recorded
+    // result would give it method 7's count.
+    let mut missed = with(true, CapConfig::default());
+    assert!(missed.deliver(&b2).is_ok());
+    assert_eq!(counts(&missed), [0, 1_000]);
+    assert_eq!(cache.merges(), (2, 2));
+
+    // Tighter caps clamp the second delta as they do for an engine alone.
+    let mut alone = with(false, tight);
+    let mut capped = with(true, tight);
+    for b in [&b1, &b2] {
+        assert_eq!(capped.deliver(b), alone.deliver(b));
+    }
+    assert_eq!(counts(&capped), counts(&alone));
+    assert!(counts(&capped)[1] < 1_000, "the cap binds: {:?}", counts(&capped));
+    assert_eq!(cache.merges(), (2, 2));
+    assert_eq!(capped.observe(), alone.observe());
+
+    // Other counters take key ids in the order an engine meets them. `first` met a third
+    // node's back-edge key before sender 2's, `fresh` meets sender 2's first: their ids
+    // differ, so `fresh` merges sender 2's delta itself.
+    let backedges = |m: u32| CounterKey {
+        counter: Counter::Backedges,
+        ..key(m)
+    };
+    let third = first.sender(3);
+    let b3 = first.message(&third, &DeltaSpec::new(first.f, 1, vec![(backedges(other), 4)]));
+    let b4 = first.message(&sender, &DeltaSpec::new(first.f, 3, vec![(backedges(7), 6)]));
+    for b in [&b3, &b4] {
+        assert!(first.deliver(b).is_ok());
+    }
+    assert_eq!(cache.merges(), (4, 2));
+    let mut fresh = with(true, CapConfig::default());
+    let mut reference = with(false, CapConfig::default());
+    for b in [&b1, &b2, &b4, &b3] {
+        assert_eq!(fresh.deliver(b), reference.deliver(b));
+    }
+    assert_eq!(cache.merges(), (4, 4), "the merges of b1 and b2 only are taken");
+    assert_eq!(fresh.observe(), reference.observe());
+    let view = fresh.engine.profile(&fresh.tenant, &fresh.f).unwrap();
+    assert_eq!(view.count(MethodId(7), Tier(0), Counter::Backedges), 6);
+    assert_eq!(view.count(MethodId(other), Tier(0), Counter::Backedges), 4);
 }
 
 /// Entries another engine decoded are still held to this engine's own limits.

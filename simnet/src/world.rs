@@ -12,7 +12,7 @@ use crate::net::{Delivery, Net, NetConfig};
 use crate::queue::Queue;
 use crate::rng::Rng;
 use ignite_core::code::{CompileRequest, CompiledCode};
-use ignite_core::{Config, Engine, Event, Incoming, Output, Peer, SharedChecks, TenantId, TopicId};
+use ignite_core::{Config, Engine, Event, Incoming, MessageHash, Output, Peer, SharedChecks, TenantId, TopicId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -109,6 +109,8 @@ pub struct Traffic {
 /// A published message: its bytes, topic and the hop count per receiver so far.
 struct Published {
     bytes: Arc<[u8]>,
+    /// Hashed once for every engine that receives it.
+    hash: MessageHash,
     topic: TopicIdx,
     at_us: u64,
 }
@@ -381,6 +383,7 @@ impl World {
                     let Some(&idx) = self.topics.get(&topic) else { continue };
                     let id = self.first_message + self.messages.len() as u64;
                     self.messages.push_back(Published {
+                        hash: MessageHash::of(&bytes),
                         bytes: bytes.into(),
                         topic: idx,
                         at_us: self.now_us,
@@ -569,7 +572,7 @@ impl World {
                         return Step::Handled;
                     };
                     let topic = self.topics.iter().find(|(_, i)| **i == m.topic).map(|(t, _)| t.clone());
-                    let bytes = m.bytes.clone();
+                    let (bytes, hash) = (m.bytes.clone(), m.hash);
                     // Misrouting fault: the same bytes also reach the engine under another
                     // topic it subscribes to; nothing may be accepted there.
                     let wrong = if self.misroute > 0.0 && self.rng.chance(self.misroute) {
@@ -592,6 +595,7 @@ impl World {
                                 from: Peer(u64::from(send.from)),
                                 topic: Some(&w),
                                 bytes: &bytes,
+                                hash: Some(hash),
                             }],
                         );
                         if r.iter().any(|r| r.as_ref().is_ok_and(|a| !a.duplicate_message)) {
@@ -604,6 +608,7 @@ impl World {
                             from: Peer(u64::from(send.from)),
                             topic: topic.as_ref(),
                             bytes: &bytes,
+                            hash: Some(hash),
                         }],
                     );
                     self.drain(to);

@@ -352,14 +352,7 @@ pub fn deliver_chunked(e: &mut Engine, topic: &TopicId, msgs: &[Vec<u8>], seed: 
     while !rest.is_empty() {
         let n = (1 + rng.below(4) as usize).min(rest.len());
         let (chunk, tail) = rest.split_at(n);
-        let incoming: Vec<Incoming<'_>> = chunk
-            .iter()
-            .map(|m| Incoming {
-                from: Peer(9),
-                topic: Some(topic),
-                bytes: m,
-            })
-            .collect();
+        let incoming: Vec<Incoming<'_>> = chunk.iter().map(|m| Incoming::new(Peer(9), Some(topic), m)).collect();
         for r in e.handle_messages(NOW, &incoming) {
             prop_assert!(r.is_ok(), "batched message rejected: {:?}", r);
         }

@@ -237,11 +237,7 @@ fn bench_verify(c: &mut Criterion) {
     let deliver_all = |engine: &mut Engine, messages: &[Vec<u8>]| -> usize {
         let incoming: Vec<Incoming<'_>> = messages
             .iter()
-            .map(|bytes| Incoming {
-                from: Peer(1),
-                topic: Some(&topic),
-                bytes,
-            })
+            .map(|bytes| Incoming::new(Peer(1), Some(&topic), bytes))
             .collect();
         let applied = engine
             .handle_messages(NOW, &incoming)

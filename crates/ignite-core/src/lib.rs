@@ -37,7 +37,7 @@ pub use code::{
 };
 pub use engine::{
     Accepted, CATCH_UP_ROUNDS, CompileUnit, Config, DropReason, Engine, EngineError, Event, FunctionPolicy, Incoming,
-    Output, Rejection, SharedChecks, SnapshotError, Stats, Thresholds,
+    MessageHash, Output, Rejection, SharedChecks, SnapshotError, Stats, Thresholds,
 };
 pub use ids::{
     FunctionId, GroupId, Incarnation, MethodId, MethodKey, NodeKey, Peer, TenantTag, Tier, Timestamp, TopicId,

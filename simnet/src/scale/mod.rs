@@ -728,6 +728,31 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
             peers_inexact += 1;
         }
     }
+    if std::env::var("IGNITE_DUMP_STATS").is_ok() {
+        let mut a = [0u64; 8];
+        for e in &world.engines {
+            let st = e.stats();
+            for (i, v) in [
+                st.published_messages,
+                st.presences_published,
+                st.claims_published,
+                st.manifests_published,
+                st.published_entries,
+                st.deltas_applied,
+                st.messages_in,
+                st.sent_messages,
+            ]
+            .iter()
+            .enumerate()
+            {
+                a[i] += v;
+            }
+        }
+        eprintln!(
+            "published_messages presences claims manifests entries deltas_applied messages_in sent {:?}",
+            a
+        );
+    }
     let hops_p99 = percentile(&world.traffic.hops, 0.99);
     let ((verified, opens), (reused_v, reused_o)) = world.crypto_work();
     Ok(ScaleResult {

@@ -4,6 +4,7 @@ use super::{Accepted, Engine, Event, Output, Rejection, tier_threshold};
 use crate::crypto::{self, BatchItem};
 use crate::ids::{FunctionId, GroupId, MethodId, MethodKey, TenantTag, Tier, Timestamp};
 use crate::profile::counter::CounterKey;
+use crate::profile::transition::MergeContext;
 use crate::profile::{Evidence, LaneId, StoredDelta};
 use crate::tenancy::{CertError, Roles, SignedCert};
 use crate::wire::{self, DeltaBatch};
@@ -296,12 +297,21 @@ impl Engine {
         let watch: Vec<(Tier, u64)> = (1..=Tier::MAX.0)
             .filter_map(|tier| tier_threshold(&policy.thresholds, Tier(tier)).map(|limit| (Tier(tier), limit)))
             .collect();
+        // A delta from the network merges the same way in every engine of the process
+        // that holds the same lane state: the merge is shared (see `profile::transition`).
+        let merge = hash.map(|h| MergeContext {
+            delta: *h,
+            cap: cap_cfg,
+            lifetime_ms,
+            limits,
+        });
         let out = state.apply_watched(
             lane,
             &stored,
             entries,
             &limits,
             shared,
+            merge.as_ref(),
             &watch,
             |_, held, proposed, interval_ms| cap_cfg.allowed(held, proposed, interval_ms, lifetime_ms),
         );

@@ -140,6 +140,38 @@ pub struct Incoming<'a> {
     pub topic: Option<&'a TopicId>,
     /// The bytes.
     pub bytes: &'a [u8],
+    /// [`MessageHash::of`] these bytes, when the driver has it already; `None` lets the
+    /// engine compute it. A driver that hands the same bytes to several engines (a
+    /// simulator) hashes them once this way.
+    pub hash: Option<MessageHash>,
+}
+
+impl<'a> Incoming<'a> {
+    /// A message whose hash the engine computes itself.
+    pub fn new(from: Peer, topic: Option<&'a TopicId>, bytes: &'a [u8]) -> Self {
+        Self {
+            from,
+            topic,
+            bytes,
+            hash: None,
+        }
+    }
+}
+
+/// The blake3 hash of a message's bytes: what an engine remembers processed messages by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MessageHash([u8; 32]);
+
+impl MessageHash {
+    /// Hashes a message's bytes.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(*blake3::hash(bytes).as_bytes())
+    }
+
+    /// The hash.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
 }
 
 /// The Ignite protocol engine of one node, sans-IO.
@@ -461,14 +493,15 @@ impl Engine {
         topic: Option<&TopicId>,
         bytes: &[u8],
     ) -> Result<Accepted, Rejection> {
-        self.handle_messages(now, &[Incoming { from, topic, bytes }])
+        self.handle_messages(now, &[Incoming::new(from, topic, bytes)])
             .pop()
             .expect("one result per message")
     }
 
     /// Handles several messages that arrived together. Equivalent to calling
     /// [`Engine::handle_message`] for each in order, except that the signatures of all their
-    /// new deltas are checked in one batch verification. Returns one result per message.
+    /// new deltas are checked in one batch verification (a message repeated in the batch is
+    /// handled once, as the one-by-one calls would). Returns one result per message.
     pub fn handle_messages(&mut self, now: Timestamp, messages: &[Incoming<'_>]) -> Vec<Result<Accepted, Rejection>> {
         let _span = tracing::debug_span!("handle_messages", count = messages.len()).entered();
         self.settle_restore(now);
@@ -476,8 +509,20 @@ impl Engine {
         let mut results: Vec<Option<Result<Accepted, Rejection>>> = Vec::with_capacity(messages.len());
         let mut opened: Vec<(usize, TenantTag, Arc<[u8]>)> = Vec::new();
         let mut hashes: Vec<Option<[u8; 32]>> = vec![None; messages.len()];
+        // A message repeated within the batch is handled once: (copy, first).
+        let mut repeats: Vec<(usize, usize)> = Vec::new();
         for (i, m) in messages.iter().enumerate() {
-            match self.open(m) {
+            let opened_as = self.open(m);
+            let first = match &opened_as {
+                Ok(Some((_, _, hash))) => hashes[..i].iter().position(|h| *h == Some(*hash)),
+                _ => None,
+            };
+            if let Some(first) = first {
+                repeats.push((i, first));
+                results.push(None);
+                continue;
+            }
+            match opened_as {
                 Ok(Some((tag, plain, hash))) => {
                     opened.push((i, tag, plain));
                     hashes[i] = Some(hash);
@@ -539,6 +584,18 @@ impl Engine {
         for (i, r) in batch_of.into_iter().zip(applied) {
             results[i] = Some(r);
         }
+        // As if handled after its first copy: a duplicate of an accepted message, or
+        // refused again for the same reason.
+        for (copy, first) in repeats {
+            results[copy] = Some(match &results[first] {
+                Some(Ok(_)) => Ok(Accepted {
+                    duplicate_message: true,
+                    ..Accepted::default()
+                }),
+                Some(Err(e)) => Err(e.clone()),
+                None => unreachable!("the first copy is handled"),
+            });
+        }
         let results: Vec<Result<Accepted, Rejection>> = results
             .into_iter()
             .map(|r| r.expect("every message has a result"))
@@ -570,7 +627,11 @@ impl Engine {
         {
             return Err(WireError::WrongTopic.into());
         }
-        let msg_hash = *blake3::hash(m.bytes).as_bytes();
+        debug_assert!(
+            m.hash.is_none_or(|h| h == MessageHash::of(m.bytes)),
+            "Incoming::hash is not the hash of the bytes"
+        );
+        let msg_hash = m.hash.unwrap_or_else(|| MessageHash::of(m.bytes)).0;
         if self.seen_messages.contains(&msg_hash) {
             self.stats.duplicate_messages += 1;
             return Ok(None);

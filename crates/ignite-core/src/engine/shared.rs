@@ -19,18 +19,25 @@
 //!
 //! The entries of the most recent signed deltas ([`DECODED_CAP`]) are kept decoded, so
 //! the engines that receive a delta after the first do not decode it again; each engine
-//! still checks them against its own limits.
+//! still checks them against its own limits. The lane merge of each of the most recent
+//! deltas ([`TRANSITIONS_CAP`]) is kept too: an engine holding the lane in exactly the
+//! state the first engine merged it into takes the resulting state instead of merging
+//! (see [`transition`](crate::profile::transition)).
 
 use crate::code::{Manifest, Presence, Signed};
 use crate::crypto::{SeenCache, SigBytes};
 use crate::profile::StoredDelta;
 use crate::profile::counter::CounterKey;
 use crate::profile::lane::Cell;
+use crate::profile::transition::Transition;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 
 /// Decoded delta entries kept for the engines that receive the same delta later.
 pub(crate) const DECODED_CAP: usize = 1024;
+
+/// Lane merges kept for the engines that apply the same delta later.
+pub(crate) const TRANSITIONS_CAP: usize = 1024;
 
 /// Decoded entries of one signed delta, shared by the engines that apply it.
 pub(crate) type Entries = Arc<[(CounterKey, u64)]>;
@@ -140,6 +147,10 @@ struct Inner {
     decoded: Recent<Entries>,
     /// Deltas decoded, and decodings reused.
     decodes: (u64, u64),
+    /// Lane merges of recent deltas by delta hash, as the first engine made them.
+    transitions: Recent<Arc<Transition>>,
+    /// Merges recorded, and merges reused.
+    merges: (u64, u64),
 }
 
 /// Signature checks and decryptions that succeeded, shared by engines (see the module
@@ -174,6 +185,8 @@ impl SharedChecks {
             cells: Interner::new(),
             decoded: Recent::new(DECODED_CAP),
             decodes: (0, 0),
+            transitions: Recent::new(TRANSITIONS_CAP),
+            merges: (0, 0),
         })))
     }
 
@@ -197,6 +210,32 @@ impl SharedChecks {
         g.decodes.0 += 1;
         g.decoded.insert(*hash, entries.clone());
         Ok(entries)
+    }
+
+    /// The merge of the delta identified by `delta` (its delta hash) the first engine to
+    /// apply it recorded, if still kept.
+    pub(crate) fn transition(&self, delta: &[u8; 32]) -> Option<Arc<Transition>> {
+        self.lock().transitions.get(delta)
+    }
+
+    /// Records a merge unless one of the same delta is kept already.
+    pub(crate) fn record_transition(&self, t: Transition) {
+        let mut g = self.lock();
+        if g.transitions.get(&t.context.delta).is_none() {
+            g.merges.0 += 1;
+            let key = t.context.delta;
+            g.transitions.insert(key, Arc::new(t));
+        }
+    }
+
+    /// Counts a recorded merge an engine took instead of merging.
+    pub(crate) fn transition_reused(&self) {
+        self.lock().merges.1 += 1;
+    }
+
+    /// Lane merges recorded by the engines sharing this cache, and merges reused.
+    pub fn merges(&self) -> (u64, u64) {
+        self.lock().merges
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -308,8 +347,11 @@ impl SharedChecks {
 
 /// The key of a check result in [`SharedChecks`]: the kind of check and the hash of
 /// everything it covers.
+/// The keys never leave the process: a keyed hash under a fixed key separates them from
+/// every other hash in one compression (a derived key would hash its context first).
 pub(crate) fn shared_key(kind: &[u8], hash: &[u8; 32]) -> [u8; 32] {
-    *blake3::Hasher::new_derive_key("ignite v1 shared check")
+    const KEY: &[u8; 32] = b"ignite v1 shared check key 00000";
+    *blake3::Hasher::new_keyed(KEY)
         .update(kind)
         .update(hash)
         .finalize()

@@ -331,7 +331,13 @@ impl Engine {
         manifests: Vec<Signed<Manifest>>,
         attestations: Vec<Signed<Attestation>>,
     ) {
-        let received: BTreeSet<[u8; 32]> = manifests.iter().map(|m| m.hash()).collect();
+        // The answer of a round this node opened: send back what the peer did not have.
+        let answer = round != 0 && self.tenants[&tag].opened_rounds.contains(from, round);
+        let received: BTreeSet<[u8; 32]> = if answer {
+            manifests.iter().map(|m| m.hash()).collect()
+        } else {
+            BTreeSet::new()
+        };
         for m in manifests {
             if let Err(reason) = self.accept_manifest(now, tag, m.clone(), Some(from)) {
                 self.refuse(tag, &m, reason);
@@ -342,8 +348,7 @@ impl Engine {
                 *self.stats.refused.entry(e.kind()).or_insert(0) += 1;
             }
         }
-        // The answer of a round this node opened: send back what the peer did not have.
-        if round != 0 && self.tenants[&tag].opened_rounds.contains(from, round) {
+        if answer {
             self.send_code(tag, from, round, &received);
         }
     }
@@ -439,7 +444,12 @@ impl Engine {
         let mut installed = Vec::new();
         let mut truncated = false;
         for ((f, m, tier), i) in &t.code.installed {
-            digest.update(&postcard::to_allocvec(&(f, m, tier, i.manifest)).expect("encodes"));
+            // Fixed-width fields: the digest input is injective without a length prefix.
+            digest.update(&f.name);
+            digest.update(&f.code);
+            digest.update(&m.0.to_le_bytes());
+            digest.update(&[tier.0]);
+            digest.update(&i.manifest);
             let idx = match functions.iter().position(|g| g == f) {
                 Some(i) => i,
                 None if functions.len() < limits.max_presence_functions => {

@@ -222,7 +222,7 @@ pub(crate) struct Held {
 }
 
 /// Lane state that most lanes never need.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Rare {
     /// Seqs above `have` that are held (non-empty only while deltas arrive out of order).
     above: BTreeSet<u32>,
@@ -231,6 +231,23 @@ struct Rare {
 }
 
 impl Lane {
+    /// Whether this lane holds exactly the state of `other`: the same values, seqs and
+    /// stored deltas. Shared copies are compared by address first.
+    pub(crate) fn same_state(&self, other: &Lane) -> bool {
+        (Arc::ptr_eq(&self.values, &other.values) || self.values == other.values)
+            && self.max_seq == other.max_seq
+            && self.have == other.have
+            && self.last_issued == other.last_issued
+            && self.vhash == other.vhash
+            && self.rare == other.rare
+            && self.stored.len() == other.stored.len()
+            && self
+                .stored
+                .iter()
+                .zip(&other.stored)
+                .all(|(a, b)| a.refs == b.refs && (Arc::ptr_eq(&a.delta, &b.delta) || a.delta == b.delta))
+    }
+
     /// Value of the counter with key id `id`.
     pub(crate) fn value_of(&self, id: u32) -> u64 {
         self.values

@@ -8,6 +8,7 @@
 pub mod counter;
 pub(crate) mod lane;
 mod state;
+pub(crate) mod transition;
 mod view;
 
 pub use lane::{Evidence, LaneId, StoredDelta};

@@ -1,6 +1,7 @@
 //! The merged profile state of one function in one tenant.
 
 use super::lane::{ApplyOutcome, IdEntry, Lane, LaneId, StoredDelta};
+use super::transition::{MergeContext, Transition};
 use crate::ids::{FunctionId, GroupId, Incarnation, MethodId, NodeKey, Tier, Timestamp};
 use crate::profile::counter::{Counter, CounterKey};
 use crate::wire::Limits;
@@ -343,13 +344,18 @@ impl FunctionState {
         shared: Option<&crate::SharedChecks>,
         cap: impl FnMut(&CounterKey, u64, u64, u64) -> u64,
     ) -> ApplyOutcome {
-        self.apply_watched(lane, delta, entries, limits, shared, &[], cap)
+        self.apply_watched(lane, delta, entries, limits, shared, None, &[], cap)
     }
 
     /// [`Self::apply`], also listing in [`ApplyOutcome::crossed`] every method whose
     /// invocations below a watched tier reach that tier's threshold (`watch`: tier and
     /// threshold) while the tier's bit in `fired` is clear: the methods a threshold check
     /// may act on after this delta, found while the sums are updated.
+    ///
+    /// With `shared` and a `merge` context, the lane's change is shared with the engines of
+    /// the process that apply the same delta to the same lane state (see
+    /// [`transition`](super::transition)); `cap` must then be
+    /// `merge.cap.allowed(held, proposed, interval_ms, merge.lifetime_ms)`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn apply_watched(
         &mut self,
@@ -358,6 +364,7 @@ impl FunctionState {
         entries: &[(CounterKey, u64)],
         limits: &Limits,
         shared: Option<&crate::SharedChecks>,
+        merge: Option<&MergeContext>,
         watch: &[(Tier, u64)],
         cap: impl FnMut(&CounterKey, u64, u64, u64) -> u64,
     ) -> ApplyOutcome {
@@ -371,49 +378,61 @@ impl FunctionState {
             }
         };
         let l = self.lanes.entry((n, lane.incarnation, lane.group)).or_default();
-        // A key with a fixed id needs no look-up in the key table when the lane holds it
-        // already (a lane holds only interned ids); the others are interned below.
-        let (ids, keys) = (&mut self.ids, &mut self.keys);
-        let mut by_id: Vec<IdEntry> = entries
-            .iter()
-            .map(|(k, v)| {
-                let id = fixed_id(k).unwrap_or_else(|| {
-                    *ids.entry(*k).or_insert_with(|| {
-                        keys.push(*k);
-                        DYNAMIC_IDS + (keys.len() - 1) as u32
-                    })
-                });
-                (id, *k, *v)
-            })
-            .collect();
-        if !by_id.is_sorted_by_key(|e| e.0) {
-            by_id.sort_unstable_by_key(|e| e.0);
-        }
-        let held = &l.values;
-        let mut i = 0;
-        for (id, k, _) in &by_id {
-            if *id >= DYNAMIC_IDS {
-                break;
+        let shared_merge = shared.zip(merge);
+        // The other keys' ids depend on the order in which each engine met them: a merge
+        // is taken only when this engine gave them the same ids.
+        let ids = &self.ids;
+        let recorded = shared_merge
+            .and_then(|(s, m)| s.transition(&m.delta))
+            .filter(|t| t.applies_to(l, merge.expect("context given")))
+            .filter(|t| t.dynamic.iter().all(|(k, id)| ids.get(k) == Some(id)));
+        let mut out = match recorded {
+            Some(t) => {
+                *l = t.after.clone();
+                for (k, id) in &t.fresh {
+                    self.ids.entry(*k).or_insert(*id);
+                }
+                if let Some((s, _)) = shared_merge {
+                    s.transition_reused();
+                }
+                ApplyOutcome {
+                    increments: t.increments.clone(),
+                    clamped: t.clamped,
+                    ..ApplyOutcome::default()
+                }
             }
-            while i < held.len() && held[i].id < *id {
-                i += 1;
+            None => {
+                let before = shared_merge.map(|_| l.clone());
+                let (mut fresh, mut dynamic) = (Vec::new(), Vec::new());
+                let out = Self::merge_lane(
+                    l,
+                    (&mut self.ids, &mut self.keys),
+                    lane,
+                    delta,
+                    entries,
+                    limits,
+                    shared,
+                    &mut fresh,
+                    &mut dynamic,
+                    cap,
+                );
+                if let (Some((s, m)), Some(before)) = (shared_merge, before)
+                    && out.conflict.is_none()
+                    && !out.duplicate
+                {
+                    s.record_transition(Transition {
+                        context: *m,
+                        before,
+                        after: l.clone(),
+                        increments: out.increments.clone(),
+                        clamped: out.clamped,
+                        fresh,
+                        dynamic,
+                    });
+                }
+                out
             }
-            if i == held.len() || held[i].id != *id {
-                ids.entry(*k).or_insert(*id);
-            }
-        }
-        let mut out = l.apply(delta, &by_id, entries, limits, cap);
-        if let Some(shared) = shared
-            && out.conflict.is_none()
-            && !out.duplicate
-        {
-            let word = |b: &[u8]| u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
-            let hint = word(&lane.node.0)
-                ^ word(&lane.function.code).rotate_left(7)
-                ^ lane.incarnation.0.rotate_left(17)
-                ^ u64::from(lane.group.0).rotate_left(48);
-            l.share_values(shared, hint);
-        }
+        };
         // Increments come in key order, so invocation counters in method order: each one's
         // row is looked for a few rows past the previous one before a binary search.
         let mut hint = 0usize;
@@ -448,6 +467,70 @@ impl FunctionState {
                     out.crossed.push(k.method);
                 }
             }
+        }
+        out
+    }
+
+    /// Merges a delta into lane `l`, interning new keys in the key table (`ids`, `keys`),
+    /// listing in `fresh` the fixed-id keys the lane did not hold and in `dynamic` the
+    /// delta's other keys with their ids.
+    #[allow(clippy::too_many_arguments)]
+    fn merge_lane(
+        l: &mut Lane,
+        (ids, keys): (&mut BTreeMap<CounterKey, u32>, &mut Vec<CounterKey>),
+        lane: &LaneId,
+        delta: &Arc<StoredDelta>,
+        entries: &[(CounterKey, u64)],
+        limits: &Limits,
+        shared: Option<&crate::SharedChecks>,
+        fresh: &mut Vec<(CounterKey, u32)>,
+        dynamic: &mut Vec<(CounterKey, u32)>,
+        cap: impl FnMut(&CounterKey, u64, u64, u64) -> u64,
+    ) -> ApplyOutcome {
+        // A key with a fixed id needs no look-up in the key table when the lane holds it
+        // already (a lane holds only interned ids); the others are interned below.
+        let mut by_id: Vec<IdEntry> = entries
+            .iter()
+            .map(|(k, v)| {
+                let id = fixed_id(k).unwrap_or_else(|| {
+                    let id = *ids.entry(*k).or_insert_with(|| {
+                        keys.push(*k);
+                        DYNAMIC_IDS + (keys.len() - 1) as u32
+                    });
+                    dynamic.push((*k, id));
+                    id
+                });
+                (id, *k, *v)
+            })
+            .collect();
+        if !by_id.is_sorted_by_key(|e| e.0) {
+            by_id.sort_unstable_by_key(|e| e.0);
+        }
+        let held = &l.values;
+        let mut i = 0;
+        for (id, k, _) in &by_id {
+            if *id >= DYNAMIC_IDS {
+                break;
+            }
+            while i < held.len() && held[i].id < *id {
+                i += 1;
+            }
+            if i == held.len() || held[i].id != *id {
+                ids.entry(*k).or_insert(*id);
+                fresh.push((*k, *id));
+            }
+        }
+        let out = l.apply(delta, &by_id, entries, limits, cap);
+        if let Some(shared) = shared
+            && out.conflict.is_none()
+            && !out.duplicate
+        {
+            let word = |b: &[u8]| u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
+            let hint = word(&lane.node.0)
+                ^ word(&lane.function.code).rotate_left(7)
+                ^ lane.incarnation.0.rotate_left(17)
+                ^ u64::from(lane.group.0).rotate_left(48);
+            l.share_values(shared, hint);
         }
         out
     }
