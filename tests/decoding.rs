@@ -416,7 +416,7 @@ proptest! {
         let c = corpus();
         prop_assert!(Engine::restore(Config::default(), &random).is_err());
         // Random payload with a valid header: must not panic (it may even decode).
-        let mut framed = b"IGNSNAP2".to_vec();
+        let mut framed = b"IGNSNAP3".to_vec();
         framed.extend_from_slice(blake3::hash(&random).as_bytes());
         framed.extend_from_slice(&random);
         let _ = Engine::restore(Config::default(), &framed);

@@ -241,7 +241,7 @@ fn corrupt_snapshot_is_a_clear_error() {
     ));
     assert!(matches!(Engine::restore(cfg(), &[]), Err(SnapshotError::BadMagic)));
     // A well-formed envelope around a payload that does not decode.
-    let mut forged = b"IGNSNAP2".to_vec();
+    let mut forged = b"IGNSNAP3".to_vec();
     let payload = [0xffu8; 16];
     forged.extend_from_slice(blake3::hash(&payload).as_bytes());
     forged.extend_from_slice(&payload);

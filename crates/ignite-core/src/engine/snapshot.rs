@@ -1,6 +1,6 @@
 //! Snapshot and restore of an engine's whole state.
 //!
-//! Format: `b"IGNSNAP2"`, then the blake3 hash of the payload (32 bytes), then the postcard
+//! Format: `b"IGNSNAP3"`, then the blake3 hash of the payload (32 bytes), then the postcard
 //! payload. Restore checks magic, hash and decoding before building anything, so a corrupt
 //! snapshot gives a clear error and nothing half-loaded. A snapshot contains the node's
 //! secret keys: store it like a private key.
@@ -17,7 +17,7 @@ use crate::wire::Sealer;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-const MAGIC: &[u8; 8] = b"IGNSNAP2";
+const MAGIC: &[u8; 8] = b"IGNSNAP3";
 
 /// Why a snapshot could not be restored.
 #[derive(Debug, thiserror::Error)]
