@@ -218,8 +218,7 @@ impl Engine {
         t.code.wanted.contains(key)
             || t.functions
                 .get(&key.function)
-                .and_then(|s| s.fired.get(&key.method))
-                .is_some_and(|bits| bits & (1 << key.tier.0) != 0)
+                .is_some_and(|s| s.fired_bits(key.method) & (1 << key.tier.0) != 0)
     }
 
     /// Opens, follows and claims elections: over every hot key with [`Scope::All`],

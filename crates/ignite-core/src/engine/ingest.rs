@@ -437,8 +437,7 @@ impl Engine {
             }
             if t.functions
                 .get(f)
-                .and_then(|s| s.fired.get(m))
-                .is_some_and(|bits| bits & all_tiers == all_tiers)
+                .is_some_and(|s| s.fired_bits(*m) & all_tiers == all_tiers)
             {
                 continue;
             }
@@ -449,7 +448,7 @@ impl Engine {
                     continue;
                 };
                 let bit = 1u8 << tier.0;
-                let fired = state.fired.get(m).copied().unwrap_or(0);
+                let fired = state.fired_bits(*m);
                 if fired & bit != 0 {
                     continue;
                 }
@@ -492,7 +491,7 @@ pub(super) fn fire(
     predicted: bool,
 ) {
     let Some(state) = t.functions.get_mut(&f) else { return };
-    *state.fired.entry(m).or_insert(0) |= 1 << tier.0;
+    state.set_fired(m, tier);
     t.code.wake_key(
         crate::code::CodeKey {
             function: f,

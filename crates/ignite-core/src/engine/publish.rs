@@ -143,7 +143,7 @@ fn settled(policy: &super::FunctionPolicy, state: Option<&FunctionState>, k: &Co
         super::CompileUnit::Whole(unit) => unit,
         super::CompileUnit::Method => k.method,
     };
-    let fired = state.and_then(|s| s.fired.get(&m).copied()).unwrap_or(0);
+    let fired = state.map_or(0, |s| s.fired_bits(m));
     (k.tier.0 + 1..=Tier::MAX.0)
         .filter(|tier| super::tier_threshold(&policy.thresholds, Tier(*tier)).is_some())
         .all(|tier| fired & (1 << tier) != 0)

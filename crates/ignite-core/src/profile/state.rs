@@ -79,6 +79,9 @@ type NodeKeyHash = BuildHasherDefault<NodeKeyHasher>;
 /// Key ids from here on are given in order of first sight; ids below are fixed by the key.
 const DYNAMIC_IDS: u32 = 1 << 31;
 
+/// Methods below this one have their `fired` bits in a table indexed by method.
+const DENSE_FIRED: u32 = 4096;
+
 /// Tiers whose invocation sums are also kept per method.
 const INV_TIERS: usize = 4;
 
@@ -186,8 +189,13 @@ pub struct FunctionState {
     /// the order they are first seen, listed in `keys`.
     pub(crate) ids: BTreeMap<CounterKey, u32>,
     pub(crate) keys: Vec<CounterKey>,
-    /// Per method, a bit per tier whose threshold event was emitted.
+    /// Per method, a bit per tier whose threshold event was emitted. Set through
+    /// [`Self::set_fired`], read through [`Self::fired_bits`].
     pub(crate) fired: BTreeMap<MethodId, u8>,
+    /// `fired` of the methods below [`DENSE_FIRED`], indexed by method: read for every
+    /// increment a merge makes; derived, rebuilt on restore.
+    #[serde(skip)]
+    fired_dense: Vec<u8>,
     /// Per method, sorted by method, the sums of its invocation counters at tiers 0 to 3
     /// (the counts threshold checks read: one search of a contiguous table per method, where
     /// a merge updates them); derived, rebuilt on restore.
@@ -327,6 +335,32 @@ impl FunctionState {
             }
         }
         out
+    }
+
+    /// The bits of the tiers whose threshold fired for a method.
+    pub(crate) fn fired_bits(&self, method: MethodId) -> u8 {
+        match self.fired_dense.get(method.0 as usize) {
+            Some(bits) => *bits,
+            None => self.fired.get(&method).copied().unwrap_or(0),
+        }
+    }
+
+    /// Marks the threshold of `tier` fired for a method.
+    pub(crate) fn set_fired(&mut self, method: MethodId, tier: Tier) {
+        let bits = self.fired.entry(method).or_insert(0);
+        *bits |= 1 << tier.0;
+        let bits = *bits;
+        self.mirror_fired(method, bits);
+    }
+
+    fn mirror_fired(&mut self, method: MethodId, bits: u8) {
+        if method.0 < DENSE_FIRED {
+            let i = method.0 as usize;
+            if self.fired_dense.len() <= i {
+                self.fired_dense.resize(i + 1, 0);
+            }
+            self.fired_dense[i] = bits;
+        }
     }
 
     pub(crate) fn lane(&self, node: NodeKey, inc: Incarnation, group: GroupId) -> Option<&Lane> {
@@ -485,7 +519,7 @@ impl FunctionState {
             let sums = InvocationSums(*per);
             let reached = watch.iter().any(|(tier, limit)| sums.below(*tier) >= *limit);
             if reached && out.crossed.last() != Some(&k.method) {
-                let fired = self.fired.get(&k.method).copied().unwrap_or(0);
+                let fired = self.fired_bits(k.method);
                 if watch
                     .iter()
                     .any(|(tier, limit)| fired & (1 << tier.0) == 0 && sums.below(*tier) >= *limit)
@@ -595,6 +629,11 @@ impl FunctionState {
     /// and the sums, which are recomputed from the lanes. A snapshot whose checksum is valid
     /// but whose contents are inconsistent is refused here rather than trusted.
     pub(crate) fn check_restored(&mut self) -> Result<(), String> {
+        self.fired_dense.clear();
+        let fired: Vec<(MethodId, u8)> = self.fired.iter().map(|(m, b)| (*m, *b)).collect();
+        for (m, bits) in fired {
+            self.mirror_fired(m, bits);
+        }
         self.node_ids.clear();
         for (i, n) in self.nodes.iter().enumerate() {
             let i = u32::try_from(i).map_err(|_| "node table too large".to_string())?;
@@ -668,6 +707,7 @@ impl FunctionState {
             + self.ids.len() * (std::mem::size_of::<(CounterKey, u32)>() + 16)
             + self.keys.capacity() * std::mem::size_of::<CounterKey>()
             + self.fired.len() * 24
+            + self.fired_dense.capacity()
             + self.invocations.capacity() * std::mem::size_of::<(MethodId, [u64; INV_TIERS])>()
             + self.nodes.capacity() * 32
             + self.node_ids.capacity() * (32 + 4 + 1)
