@@ -42,6 +42,9 @@ fn same_seed_gives_byte_identical_results_and_exact_totals() {
     assert!(r.dissemination_hops_p99 >= 1);
     // Each unique signature was verified once and reused by the other engines.
     assert!(r.signatures_reused > r.signatures_verified, "{r:?}");
+    // Each delta's lane merge was made by the first engine applying it and taken by most
+    // of the others.
+    assert!(r.merges > 0 && r.merges_reused > 4 * r.merges, "{r:?}");
 }
 
 /// Publish frames to peers that already have the message are not queued; with faults and

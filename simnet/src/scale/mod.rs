@@ -172,6 +172,10 @@ pub struct ScaleResult {
     pub opens: u64,
     /// Decryptions answered from the shared results.
     pub opens_reused: u64,
+    /// Lane merges of network deltas recorded for the other engines.
+    pub merges: u64,
+    /// Lane merges an engine took from the recorded ones instead of merging.
+    pub merges_reused: u64,
     /// Messages and bytes per peer per second, by kind (gossip RPC kind, or `direct` for
     /// anti-entropy and blob transfer).
     pub by_kind_per_peer_per_s: BTreeMap<String, (f64, f64)>,
@@ -778,6 +782,8 @@ pub fn run(c: &ScaleConfig, mut progress: impl FnMut(u64)) -> Result<ScaleResult
         signatures_reused: reused_v,
         opens,
         opens_reused: reused_o,
+        merges: world.shared.merges().0,
+        merges_reused: world.shared.merges().1,
         by_kind_per_peer_per_s: during
             .by_kind
             .iter()
