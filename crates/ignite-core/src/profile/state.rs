@@ -442,10 +442,10 @@ impl FunctionState {
         // The other keys' ids depend on the order in which each engine met them: a merge
         // is taken only when this engine gave them the same ids.
         let ids = &self.ids;
-        let recorded = shared_merge
-            .and_then(|(s, m)| s.transition(&m.delta))
-            .filter(|t| t.applies_to(l, merge.expect("context given")))
-            .filter(|t| t.dynamic.iter().all(|(k, id)| ids.get(k) == Some(id)));
+        let recorded = shared_merge.and_then(|(s, m)| {
+            s.transition(&m.delta)
+                .filter(|t| t.applies_to(l, m) && t.dynamic.iter().all(|(k, id)| ids.get(k) == Some(id)))
+        });
         let mut out = match recorded {
             Some(t) => {
                 *l = t.after.clone();
