@@ -347,6 +347,7 @@ impl SharedChecks {
 
 /// The key of a check result in [`SharedChecks`]: the kind of check and the hash of
 /// everything it covers.
+///
 /// The keys never leave the process: a keyed hash under a fixed key separates them from
 /// every other hash in one compression (a derived key would hash its context first).
 pub(crate) fn shared_key(kind: &[u8], hash: &[u8; 32]) -> [u8; 32] {
