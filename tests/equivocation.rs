@@ -244,10 +244,19 @@ fn equivocating_node_is_banned_for_later_messages_of_the_same_handle_messages_ca
     let incoming = [
         Incoming::new(Peer(2), Some(&rx.topic), &conflicting),
         Incoming::new(Peer(2), Some(&rx.topic), &next),
+        // The conflicting message again: handled after the ban, as a call for it alone.
+        Incoming::new(Peer(2), Some(&rx.topic), &conflicting),
     ];
     // Documented as equivalent to handle_message for each message in order.
     let results = rx.engine.handle_messages(NOW, &incoming);
-    assert_eq!(results, vec![Err(Rejection::Equivocation), Err(Rejection::Banned)]);
+    assert_eq!(
+        results,
+        vec![
+            Err(Rejection::Equivocation),
+            Err(Rejection::Banned),
+            Err(Rejection::Banned)
+        ]
+    );
     assert_eq!(rx.count(), 0);
 }
 

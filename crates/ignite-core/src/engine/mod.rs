@@ -159,7 +159,7 @@ impl<'a> Incoming<'a> {
 }
 
 /// The blake3 hash of a message's bytes: what an engine remembers processed messages by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct MessageHash([u8; 32]);
 
 impl MessageHash {
@@ -500,29 +500,41 @@ impl Engine {
 
     /// Handles several messages that arrived together. Equivalent to calling
     /// [`Engine::handle_message`] for each in order, except that the signatures of all their
-    /// new deltas are checked in one batch verification (a message repeated in the batch is
-    /// handled once, as the one-by-one calls would). Returns one result per message.
+    /// new deltas are checked in one batch verification. Returns one result per message.
     pub fn handle_messages(&mut self, now: Timestamp, messages: &[Incoming<'_>]) -> Vec<Result<Accepted, Rejection>> {
+        if messages.len() < 2 {
+            return self.handle_batch(now, messages);
+        }
+        // A message repeated within the batch starts the next batch, so that it is handled
+        // after its first copy took effect, as a call for it alone would be.
+        let hashed: Vec<Incoming<'_>> = messages
+            .iter()
+            .map(|m| Incoming {
+                hash: Some(m.hash.unwrap_or_else(|| MessageHash::of(m.bytes))),
+                ..*m
+            })
+            .collect();
+        let mut results = Vec::with_capacity(messages.len());
+        let mut start = 0;
+        while start < hashed.len() {
+            let mut seen = std::collections::BTreeSet::new();
+            let end = start + hashed[start..].iter().take_while(|m| seen.insert(m.hash)).count();
+            results.extend(self.handle_batch(now, &hashed[start..end]));
+            start = end;
+        }
+        results
+    }
+
+    /// [`Self::handle_messages`] for a batch in which no message is repeated.
+    fn handle_batch(&mut self, now: Timestamp, messages: &[Incoming<'_>]) -> Vec<Result<Accepted, Rejection>> {
         let _span = tracing::debug_span!("handle_messages", count = messages.len()).entered();
         self.settle_restore(now);
         self.stats.messages_in += messages.len() as u64;
         let mut results: Vec<Option<Result<Accepted, Rejection>>> = Vec::with_capacity(messages.len());
         let mut opened: Vec<(usize, TenantTag, Arc<[u8]>)> = Vec::new();
         let mut hashes: Vec<Option<[u8; 32]>> = vec![None; messages.len()];
-        // A message repeated within the batch is handled once: (copy, first).
-        let mut repeats: Vec<(usize, usize)> = Vec::new();
         for (i, m) in messages.iter().enumerate() {
-            let opened_as = self.open(m);
-            let first = match &opened_as {
-                Ok(Some((_, _, hash))) => hashes[..i].iter().position(|h| *h == Some(*hash)),
-                _ => None,
-            };
-            if let Some(first) = first {
-                repeats.push((i, first));
-                results.push(None);
-                continue;
-            }
-            match opened_as {
+            match self.open(m) {
                 Ok(Some((tag, plain, hash))) => {
                     opened.push((i, tag, plain));
                     hashes[i] = Some(hash);
@@ -583,18 +595,6 @@ impl Engine {
         let applied = self.ingest_batches(now, &batches);
         for (i, r) in batch_of.into_iter().zip(applied) {
             results[i] = Some(r);
-        }
-        // As if handled after its first copy: a duplicate of an accepted message, or
-        // refused again for the same reason.
-        for (copy, first) in repeats {
-            results[copy] = Some(match &results[first] {
-                Some(Ok(_)) => Ok(Accepted {
-                    duplicate_message: true,
-                    ..Accepted::default()
-                }),
-                Some(Err(e)) => Err(e.clone()),
-                None => unreachable!("the first copy is handled"),
-            });
         }
         let results: Vec<Result<Accepted, Rejection>> = results
             .into_iter()

@@ -196,6 +196,10 @@ pub struct FunctionState {
     /// increment a merge makes; derived, rebuilt on restore.
     #[serde(skip)]
     fired_dense: Vec<u8>,
+    /// Whether `node_ids` and `fired_dense` were built from `nodes` and `fired` (false in
+    /// a state just deserialized, until [`Self::check_restored`] or the first merge).
+    #[serde(skip)]
+    derived: bool,
     /// Per method, sorted by method, the sums of its invocation counters at tiers 0 to 3
     /// (the counts threshold checks read: one search of a contiguous table per method, where
     /// a merge updates them); derived, rebuilt on restore.
@@ -347,10 +351,28 @@ impl FunctionState {
 
     /// Marks the threshold of `tier` fired for a method.
     pub(crate) fn set_fired(&mut self, method: MethodId, tier: Tier) {
+        self.ensure_derived();
         let bits = self.fired.entry(method).or_insert(0);
         *bits |= 1 << tier.0;
         let bits = *bits;
         self.mirror_fired(method, bits);
+    }
+
+    /// Builds the derived node index and fired table if they are not built yet.
+    fn ensure_derived(&mut self) {
+        if self.derived {
+            return;
+        }
+        self.derived = true;
+        self.fired_dense.clear();
+        let fired: Vec<(MethodId, u8)> = self.fired.iter().map(|(m, b)| (*m, *b)).collect();
+        for (m, bits) in fired {
+            self.mirror_fired(m, bits);
+        }
+        self.node_ids.clear();
+        for (i, n) in self.nodes.iter().enumerate() {
+            self.node_ids.entry(*n).or_insert(i as u32);
+        }
     }
 
     fn mirror_fired(&mut self, method: MethodId, bits: u8) {
@@ -428,6 +450,7 @@ impl FunctionState {
         watch: &[(Tier, u64)],
         cap: impl FnMut(&CounterKey, u64, u64, u64) -> u64,
     ) -> ApplyOutcome {
+        self.ensure_derived();
         let n = match self.node_ids.get(&lane.node) {
             Some(n) => *n,
             None => {
@@ -629,11 +652,8 @@ impl FunctionState {
     /// and the sums, which are recomputed from the lanes. A snapshot whose checksum is valid
     /// but whose contents are inconsistent is refused here rather than trusted.
     pub(crate) fn check_restored(&mut self) -> Result<(), String> {
-        self.fired_dense.clear();
-        let fired: Vec<(MethodId, u8)> = self.fired.iter().map(|(m, b)| (*m, *b)).collect();
-        for (m, bits) in fired {
-            self.mirror_fired(m, bits);
-        }
+        self.derived = false;
+        self.ensure_derived();
         self.node_ids.clear();
         for (i, n) in self.nodes.iter().enumerate() {
             let i = u32::try_from(i).map_err(|_| "node table too large".to_string())?;

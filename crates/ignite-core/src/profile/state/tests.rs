@@ -205,3 +205,41 @@ proptest::proptest! {
         proptest::prop_assert!(row_after(&rows, at, method).is_some());
     }
 }
+
+/// The node index and fired table are not serialized: a state read back builds them from
+/// the node table and fired bits before its next merge, so a known node keeps its lane.
+#[test]
+fn a_deserialized_state_rebuilds_its_indexes() {
+    let (mut s, lane) = (FunctionState::default(), test_lane());
+    let k = CounterKey {
+        method: MethodId(3),
+        tier: Tier(0),
+        counter: Counter::Invocations,
+    };
+    let limits = Limits::default();
+    s.apply(
+        &lane,
+        &delta(1, true, &[(k, 5)]),
+        &[(k, 5)],
+        &limits,
+        None,
+        |_, _, p, _| p,
+    );
+    s.set_fired(MethodId(3), Tier(1));
+    let mut back: FunctionState = postcard::from_bytes(&postcard::to_allocvec(&s).unwrap()).unwrap();
+    assert!(back.node_ids.is_empty(), "derived, not serialized");
+    assert_eq!(back.fired_bits(MethodId(3)), 1 << 1, "read from the fired map");
+    back.set_fired(MethodId(5), Tier(2));
+    assert_eq!(back.fired_bits(MethodId(3)), 1 << 1, "still there after the table grew");
+    back.apply(
+        &lane,
+        &delta(2, false, &[(k, 9)]),
+        &[(k, 9)],
+        &limits,
+        None,
+        |_, _, p, _| p,
+    );
+    assert_eq!(back.nodes.len(), 1, "the node is found, not added again");
+    assert_eq!(back.lanes.len(), 1);
+    assert_eq!(back.per_node(&k).values().copied().collect::<Vec<_>>(), vec![9]);
+}
