@@ -4,6 +4,7 @@ mod code_state;
 mod config;
 mod election;
 mod events;
+mod incoming;
 mod ingest;
 mod install;
 mod positions;
@@ -19,6 +20,7 @@ mod tenant;
 pub use code_state::{CompileUnit, FunctionPolicy};
 pub use config::{Config, ConfigError, Thresholds};
 pub use events::{DropReason, Event};
+pub use incoming::{Incoming, MessageHash};
 pub use shared::SharedChecks;
 pub(crate) use shared::shared_key;
 pub use snapshot::SnapshotError;
@@ -130,49 +132,6 @@ impl Rejection {
 /// A message opened by [`Engine::open`]: its tenant, plaintext (shared with the engines
 /// of the process that opened the same message) and hash.
 type Opened = (TenantTag, Arc<[u8]>, [u8; 32]);
-
-/// One received message, for [`Engine::handle_messages`].
-#[derive(Debug, Clone, Copy)]
-pub struct Incoming<'a> {
-    /// The peer it came from (the driver's handle).
-    pub from: Peer,
-    /// The gossip topic it arrived on, or `None` for a point-to-point message.
-    pub topic: Option<&'a TopicId>,
-    /// The bytes.
-    pub bytes: &'a [u8],
-    /// [`MessageHash::of`] these bytes, when the driver has it already; `None` lets the
-    /// engine compute it. A driver that hands the same bytes to several engines (a
-    /// simulator) hashes them once this way.
-    pub hash: Option<MessageHash>,
-}
-
-impl<'a> Incoming<'a> {
-    /// A message whose hash the engine computes itself.
-    pub fn new(from: Peer, topic: Option<&'a TopicId>, bytes: &'a [u8]) -> Self {
-        Self {
-            from,
-            topic,
-            bytes,
-            hash: None,
-        }
-    }
-}
-
-/// The blake3 hash of a message's bytes: what an engine remembers processed messages by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MessageHash([u8; 32]);
-
-impl MessageHash {
-    /// Hashes a message's bytes.
-    pub fn of(bytes: &[u8]) -> Self {
-        Self(*blake3::hash(bytes).as_bytes())
-    }
-
-    /// The hash.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-}
 
 /// The Ignite protocol engine of one node, sans-IO.
 ///
@@ -631,7 +590,7 @@ impl Engine {
             m.hash.is_none_or(|h| h == MessageHash::of(m.bytes)),
             "Incoming::hash is not the hash of the bytes"
         );
-        let msg_hash = m.hash.unwrap_or_else(|| MessageHash::of(m.bytes)).0;
+        let msg_hash = *m.hash.unwrap_or_else(|| MessageHash::of(m.bytes)).as_bytes();
         if self.seen_messages.contains(&msg_hash) {
             self.stats.duplicate_messages += 1;
             return Ok(None);

@@ -652,14 +652,13 @@ impl FunctionState {
     /// and the sums, which are recomputed from the lanes. A snapshot whose checksum is valid
     /// but whose contents are inconsistent is refused here rather than trusted.
     pub(crate) fn check_restored(&mut self) -> Result<(), String> {
+        if u32::try_from(self.nodes.len()).is_err() {
+            return Err("node table too large".into());
+        }
         self.derived = false;
         self.ensure_derived();
-        self.node_ids.clear();
-        for (i, n) in self.nodes.iter().enumerate() {
-            let i = u32::try_from(i).map_err(|_| "node table too large".to_string())?;
-            if self.node_ids.insert(*n, i).is_some() {
-                return Err("node listed twice".into());
-            }
+        if self.node_ids.len() != self.nodes.len() {
+            return Err("node listed twice".into());
         }
         let listed = std::mem::take(&mut self.ids);
         if self.keys.len() >= (u32::MAX - DYNAMIC_IDS) as usize {
